@@ -1,0 +1,28 @@
+# `make demo` and `make test` set everything up into .venv (idempotent) and then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.boom-installed
+export RAY_USAGE_STATS_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup-venv.sh
+	PYTHON=$(PYTHON) bash scripts/setup-venv.sh $(VENV)
+	touch $@
+
+demo: setup
+	$(BIN)/python jobs/demo.py --config jobs/configs/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q -ra tests
+
+bench: setup
+	$(BIN)/python benchmarks/bagging.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,3 @@
+"""boom-ray: BOOM (bagging-based robust model merging) for text embeddings on Ray."""
+
+__version__ = "0.1.0"

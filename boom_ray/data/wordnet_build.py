@@ -1,0 +1,144 @@
+"""Write a WordNet build: `corpus/<task>.jsonl`, `suites/{dev,test}/<suite>/`, LICENSE,
+README.md and manifest.json, all into a temporary folder renamed into place on success."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from boom_ray import __version__
+from boom_ray.data.wordnet import WordNetError, check_wordnet_dir, load_wordnet
+from boom_ray.data.wordnet_tasks import (
+    SPLITS, TASKS, BuildOptions, CorpusBuilder, Suite, SuiteBuilder, assign_splits, suite_json,
+)
+from boom_ray.storage import resolve, staged_dir
+
+BUILDER = "boom build-wordnet"
+
+
+def licence_text(wordnet_dir: Path) -> str:
+    """WordNet's licence as printed in the header of its own data files (numbered lines that
+    start with two spaces), so it is the text of exactly the database that was read."""
+    lines = []
+    with (wordnet_dir / "data.noun").open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.startswith("  "):
+                break
+            lines.append(re.sub(r"^\s+\d+\s?", "", line.rstrip()))
+    text = "\n".join(lines).strip()
+    if "Princeton" not in text:
+        raise WordNetError(f"{wordnet_dir / 'data.noun'}: no licence header found")
+    return ("The data in this folder is derived from WordNet 3.0 and distributed under its "
+            "licence:\n\n" + text + "\n")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier build: --out must not wipe user data."""
+    if out.exists() and any(out.iterdir()):
+        manifest = out / "manifest.json"
+        try:
+            ours = json.loads(manifest.read_text()).get("builder") == BUILDER
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise WordNetError(f"{out} exists and is not an earlier build-wordnet output "
+                               f"(no {manifest.name}); choose an empty or new --out")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_suite(folder: Path, suite: Suite) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in suite.files.items():
+        if isinstance(content, str):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(content, encoding="utf-8")
+        else:
+            _write_jsonl(folder / name, content)
+    (folder / "suite.json").write_text(json.dumps(suite_json(suite), indent=2) + "\n")
+
+
+def build(wordnet_dir: Path, out: Path, options: BuildOptions, command: str) -> dict:
+    """Build everything and return the manifest (also written as manifest.json)."""
+    started = time.time()
+    check_wordnet_dir(wordnet_dir)
+    _check_out(out)
+    wn = load_wordnet(wordnet_dir)
+    splits = assign_splits(wn, options.seed, options.holdout)
+    corpus = CorpusBuilder(wn, splits, options)
+    tasks = {task.name: corpus.rows(task) for task in TASKS}
+    suites = {split: SuiteBuilder(wn, splits, split, options).all() for split in SPLITS}
+    manifest = {
+        "builder": BUILDER,
+        "boom_ray_version": __version__,
+        "command": command,
+        "options": asdict(options),
+        "source": {"wordnet_dir": str(wordnet_dir), "synsets": len(wn)},
+        "split_synsets": {s: sum(1 for v in splits.values() if v == s) for s in ("train", *SPLITS)},
+        "tasks": {name: len(rows) for name, rows in tasks.items()},
+        "suites": {f"{split}/{s.name}": {**suite_json(s), "counts": s.counts}
+                   for split in SPLITS for s in suites[split]},
+    }
+    fs, final = resolve(str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staged_dir(fs, final) as tmp:
+        root = Path(tmp)
+        for name, rows in tasks.items():
+            _write_jsonl(root / "corpus" / f"{name}.jsonl", rows)
+        for split in SPLITS:
+            for suite in suites[split]:
+                _write_suite(root / "suites" / split / suite.name, suite)
+        (root / "LICENSE").write_text(licence_text(wordnet_dir), encoding="utf-8")
+        (root / "README.md").write_text(readme(manifest, suites), encoding="utf-8")
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest["seconds"] = round(time.time() - started, 1)
+    return manifest
+
+
+def readme(manifest: dict, suites: dict[str, list[Suite]]) -> str:
+    opts = manifest["options"]
+    lines = [
+        "# WordNet 3.0 multi-task corpus and evaluation suites",
+        "",
+        "Built by boom-ray from Princeton WordNet 3.0 (Debian `wordnet-base`); see LICENSE.",
+        "",
+        "```",
+        manifest["command"],
+        "```",
+        "",
+        f"Seed {opts['seed']}, at most {opts['max_rows_per_task'] or 'all'} rows per task, "
+        f"{opts['suite_size']} items per suite, {opts['holdout']:.0%} of noun and adjective "
+        f"synsets held out. Synsets per split: "
+        + ", ".join(f"{k} {v}" for k, v in manifest["split_synsets"].items()) + ".",
+        "",
+        "Nouns and adjectives are split into train / dev / test by a hash of (seed, synset); "
+        "verbs and adverbs are never trained on (half dev, half test). Training rows, their "
+        "negatives included, use train synsets only. In-domain suites (`domain: in`) hold out "
+        "noun and adjective synsets; out-of-domain suites (`domain: out`) use a part of speech, "
+        "lexical categories or a query form (usage examples) absent from training.",
+        "",
+        "## Training corpus (`corpus/`, FlagEmbedding JSONL, 1 positive + up to 7 negatives)",
+        "",
+        "| task | type | rows | what |",
+        "|---|---|---|---|",
+    ]
+    for task in TASKS:
+        lines.append(f"| `{task.name}` | `{task.type}` | {manifest['tasks'][task.name]} | {task.describe} |")
+    lines += ["", "## Evaluation suites (`suites/dev/`, `suites/test/`)", "",
+              "| suite | type | domain | dev | test | what |", "|---|---|---|---|---|---|"]
+    by_name = {split: {s.name: s for s in suites[split]} for split in SPLITS}
+    for s in suites["dev"]:
+        counts = [", ".join(f"{v} {k}" for k, v in by_name[split][s.name].counts.items())
+                  for split in SPLITS]
+        lines.append(f"| `{s.name}` | {s.type} | {s.domain} | {counts[0]} | {counts[1]} | {s.describe} |")
+    lines += ["", "Each suite folder has `suite.json` (type, instruction, domain). STS scores are "
+              "WordNet path similarity, 1 / (1 + shortest taxonomy path).", ""]
+    return "\n".join(lines)

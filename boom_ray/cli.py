@@ -53,6 +53,12 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="WordNet 3.0 database (Debian wordnet-base)")
         p.add_argument("--out", required=True, metavar="DIR", help="output folder (corpus/ and suites/)")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--max-rows-per-task", type=int, metavar="N",
+                       help="at most N training rows per task (default: one per training synset)")
+        p.add_argument("--suite-size", type=int, default=500, metavar="N",
+                       help="queries / pairs / test items per evaluation suite")
+        p.add_argument("--holdout", type=float, default=0.1, metavar="FRACTION",
+                       help="fraction of noun and adjective synsets held out for dev + test suites")
     if name in ("eval", "embed"):
         p.add_argument("--model", required=True, metavar="DIR", help="model directory")
         p.add_argument("--batch-size", type=int, default=64)

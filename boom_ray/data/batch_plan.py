@@ -28,8 +28,7 @@ def uses_in_batch_negatives(task_type: str | None) -> bool:
     passages may share their label, so they would be false negatives."""
     if not task_type:
         return True
-    return not (task_type.endswith("_class") or task_type.endswith("_clustering")
-                or "no_in_batch_neg" in task_type)
+    return not (task_type.rsplit("_", 1)[-1] in ("class", "clustering") or "no_in_batch_neg" in task_type)
 
 
 def task_batch_size(global_batch_size: int, task_type: str | None, world_size: int = 1) -> int:

@@ -1,0 +1,67 @@
+"""The run config: defaults, errors that name the YAML path, overrides, every shipped YAML valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from boom_ray.cli_support import parse_overrides
+from boom_ray.config import ConfigError, bag_name, load_config, parse_size, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_match_the_reference_recipe():
+    cfg = validate_config({"workdir": "w", "corpus": {"path": "c"}})
+    assert cfg.bagging.ratios == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert cfg.train.temperature == 0.02 and cfg.train.group_size == 8
+    assert cfg.train.global_batch_size == 256 and cfg.train.learning_rate == 5e-5
+    assert cfg.model.query_template == "Instruct: {instruction}\nQuery: {query}"
+    assert cfg.corpus.max_bad_fraction == 0.0
+    assert [bag_name(r) for r in cfg.bagging.ratios] == ["bag20", "bag40", "bag60", "bag80", "bag100"]
+
+
+def test_errors_name_the_path_and_what_was_expected(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("workdir: w\ncorpus:\n  path: c\n  max_bad_fraction: 2\nbagging:\n  ratios: [0.2, 0]\n"
+                    "  sede: 1\ntrain:\n  zero_stage: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text
+    assert "corpus.max_bad_fraction: Input should be less than or equal to 1" in text
+    assert "bagging.ratios: Value error, each ratio must be in (0, 1]" in text
+    assert "bagging.sede: unknown key" in text
+    assert "train.zero_stage: Input should be 0, 1, 2 or 3" in text
+
+
+def test_missing_required_keys_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="corpus: required key is missing"):
+        validate_config({"workdir": "w"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workdir: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_overrides_apply_dotted_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("workdir: w\ncorpus: {path: c}\n")
+    cfg = load_config(path, parse_overrides(["train.max_steps=20", "bagging.ratios=[0.5, 1.0]"]))
+    assert cfg.train.max_steps == 20 and cfg.bagging.ratios == [0.5, 1.0]
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["train.max_steps"])
+
+
+def test_sizes_parse():
+    assert parse_size("512MB") == 512 * 10**6 and parse_size("1GiB") == 2**30 and parse_size(10) == 10
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    load_config(path)

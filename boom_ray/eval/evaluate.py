@@ -1,0 +1,68 @@
+"""Evaluate one model on many suites: the function `boom eval`, the report and the sweep share.
+
+    results = evaluate_model("runs/x/merges/multislerp", cfg.eval.suites, cfg.eval)
+    score(results, "ood_mean/ndcg@10")
+
+Suites are all read and validated before the model is touched, so a broken suite fails in
+seconds rather than after the first corpus is embedded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+from boom_ray.config import EvalConfig, ModelConfig, SuiteRef
+from boom_ray.eval.embedding import ModelEncoder
+from boom_ray.eval.evaluators import evaluate_suite
+from boom_ray.eval.results import score, summarize  # noqa: F401  (re-exported for callers)
+from boom_ray.eval.suites import Suite, load_suite
+
+log = logging.getLogger(__name__)
+
+SuiteLike = Suite | SuiteRef | str | os.PathLike
+
+
+def load_suites(suites: Sequence[SuiteLike], *, default_domain: str | None = None,
+                default_instruction: str | None = None, split: str | None = None) -> list[Suite]:
+    """Suite objects from paths, run-config SuiteRefs (whose domain/instruction override suite.json)
+    or already loaded suites."""
+    out = []
+    for ref in suites:
+        if isinstance(ref, Suite):
+            out.append(ref)
+        elif isinstance(ref, SuiteRef):
+            out.append(load_suite(ref.path, domain=ref.domain, instruction=ref.instruction,
+                                  default_domain=default_domain, default_instruction=default_instruction,
+                                  split=split))
+        else:
+            out.append(load_suite(ref, default_domain=default_domain, default_instruction=default_instruction,
+                                  split=split))
+    names = [s.name for s in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        from boom_ray.eval.suites import SuiteError
+
+        raise SuiteError(f"suite names must be unique (the folder name is the suite's name): {dupes}")
+    return out
+
+
+def evaluate_model(model_path: str, suites: Sequence[SuiteLike], eval_cfg: EvalConfig | None = None, *,
+                   model_cfg: ModelConfig | None = None, default_domain: str | None = None,
+                   default_instruction: str | None = None, show_progress: bool = False) -> dict[str, Any]:
+    """Results document (see `results.summarize`) of `model_path` on `suites`.
+
+    `model_cfg` supplies settings for a plain Hugging Face base model (pooling, prompt template);
+    a sentence-transformers folder's own files are used otherwise."""
+    loaded = load_suites(suites, default_domain=default_domain, default_instruction=default_instruction)
+    encoder = ModelEncoder(model_path, eval_cfg, model_cfg, show_progress=show_progress)
+    entries = []
+    for suite in loaded:
+        start = time.perf_counter()
+        entry = evaluate_suite(suite, encoder)
+        entry["seconds"] = round(time.perf_counter() - start, 3)
+        log.info("%s on %s: %s = %.4f", model_path, suite.name, entry["main_metric"], entry["main"])
+        entries.append(entry)
+    return summarize(model_path, entries)

@@ -118,6 +118,8 @@ class TrainConfig(Strict):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
     warmup_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    lr_schedule: Literal["linear", "cosine"] = "linear"
+    """Decay after warmup: linear or cosine, to 0 at the last step."""
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = True
     zero_stage: Literal[0, 1, 2, 3] = 2

@@ -1,0 +1,114 @@
+"""The product of a bag's training: `<workdir>/models/<bag>/`, a DESIGN.md model directory plus
+`boom_train.json` (what produced it and how the run went).
+
+A bag is skipped next time when its export's manifest carries the same *request*: the bag's own
+identity (its manifest's request), the model section and the training settings that change the
+weights. Resource settings (workers, CPUs, failures, logging, checkpoint cadence) are left out,
+so re-running on a bigger cluster does not retrain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from typing import Any
+
+from boom_ray import __version__, storage
+from boom_ray.config import RunConfig
+
+MANIFEST = "boom_train.json"
+TRAIN_VERSION = 1
+"""Bumped when a change to the training code makes older exports stale."""
+
+_NOT_IN_REQUEST = {"bags", "checkpoint_every", "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
+                   "max_failures", "log_every"}
+
+
+def model_dir(workdir: str, bag: str) -> str:
+    return posixpath.join(workdir, "models", bag)
+
+
+def _file_digest(path: str | None) -> str | None:
+    if not path:
+        return None
+    with open(os.path.expanduser(path), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def train_request(cfg: RunConfig, bag: str, bag_manifest: dict | None, precision: str) -> dict[str, Any]:
+    """Everything that determines a bag's trained weights."""
+    train = {k: v for k, v in cfg.train.model_dump().items() if k not in _NOT_IN_REQUEST}
+    train["precision"] = precision
+    train["deepspeed_config"] = _file_digest(cfg.train.deepspeed_config)
+    bag_identity = (bag_manifest or {}).get("request") or {"created": (bag_manifest or {}).get("created")}
+    return {"bag": bag, "bag_request": bag_identity, "model": cfg.model.model_dump(), "train": train,
+            "train_version": TRAIN_VERSION}
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_export_manifest(workdir: str, bag: str) -> dict | None:
+    fs, root = storage.resolve(workdir)
+    return storage.read_json_or_none(fs, posixpath.join(model_dir(root, bag), MANIFEST))
+
+
+def export_matches(workdir: str, bag: str, digest: str) -> bool:
+    """True when `<workdir>/models/<bag>/` is a finished export of the same request."""
+    manifest = read_export_manifest(workdir, bag)
+    return bool(manifest) and manifest.get("request_hash") == digest
+
+
+def export_manifest(*, bag: str, request: dict, digest: str, steps: int, tokens: int, final_loss: float | None,
+                    wall_time_s: float, **extra: Any) -> dict[str, Any]:
+    return {"bag": bag, "steps": steps, "tokens_seen": tokens, "final_loss": final_loss,
+            "wall_time_s": round(wall_time_s, 3), "request_hash": digest, "request": request,
+            "boom_ray_version": __version__, **extra}
+
+
+@contextlib.contextmanager
+def gathered(module, zero_stage: int):
+    """Full parameters of `module` on every rank for the duration (ZeRO-3 shards them)."""
+    if zero_stage != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        yield
+
+
+def full_model_for_export(embedder, zero_stage: int, is_rank0: bool) -> tuple[Any, dict | None]:
+    """(HF model to save, its full state dict) on rank 0; (None, None) elsewhere. Collective under
+    ZeRO-3: every rank must call it. LoRA adapters are merged into the base weights."""
+    model, state = None, None
+    with gathered(embedder.model, zero_stage):
+        if is_rank0:
+            model = embedder.model
+            if hasattr(model, "merge_and_unload"):  # peft: fold B @ A * scale into the weights
+                model = model.merge_and_unload()
+            state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    return model, state
+
+
+def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
+    """Save locally, then move/upload into `<workdir>/models/<bag>/` via a temporary name."""
+    fs, root = storage.resolve(workdir)
+    final = model_dir(root, bag)
+    embedder.model = model
+    with tempfile.TemporaryDirectory(prefix=f"boom-export-{bag}-") as tmp:
+        local = os.path.join(tmp, "model")
+        embedder.save(local, state_dict=state)
+        with open(os.path.join(local, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        with storage.staged_dir(fs, final) as staged:
+            import pyarrow.fs as pafs
+
+            pafs.copy_files(local, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    return final

@@ -1,0 +1,205 @@
+"""Train every bag of a run on Ray Train, bags in parallel, one TorchTrainer per bag.
+
+Each bag gets its own ScalingConfig (``train.num_workers`` x ``train.cpus_per_worker`` /
+``gpus_per_worker``) and its own run folder ``<workdir>/train_runs/<bag>-<request hash>``, so a
+re-run of the same request picks up its last checkpoint (Ray Train V2 restores a run from its
+storage folder), and a changed request never resumes from a stale one.
+
+Concurrency: Ray Train V2's ``fit()`` blocks its caller, and a controller actor (0 CPU) per run
+does the work, so the bags' ``fit()`` calls run in driver threads, as many at once as the
+cluster has resources for; the rest wait their turn. A bag that fails is reported and the others
+carry on. Bags whose export exists with the same request are skipped.
+
+Ray Data is never starved: bags are materialised Parquet before training (no Ray Data pipeline
+feeds the trainers), and the workers take only the CPUs the config gives them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import posixpath
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from boom_ray import storage
+from boom_ray.config import RunConfig, TrainConfig, bag_name
+from boom_ray.errors import BoomError
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(BoomError):
+    """One or more bags failed; the message names them."""
+
+
+@dataclass
+class BagResult:
+    bag: str
+    status: str
+    """trained | skipped | failed"""
+    steps: int | None = None
+    tokens: int | None = None
+    final_loss: float | None = None
+    wall_time_s: float | None = None
+    error: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    export: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
+    """`--bags`, else `train.bags`, else every bag of `bagging.ratios`."""
+    names = only or cfg.train.bags or [bag_name(r) for r in cfg.bagging.ratios]
+    return list(dict.fromkeys(names))
+
+
+def worker_env(train: TrainConfig) -> dict[str, str]:
+    """Environment of the training workers (DeepSpeed on CPU needs DS_ACCELERATOR=cpu)."""
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+    if not train.use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
+def resources_per_worker(train: TrainConfig) -> dict[str, float]:
+    res = {"CPU": train.cpus_per_worker}
+    if train.use_gpu:
+        res["GPU"] = train.gpus_per_worker
+    return res
+
+
+def max_concurrent_bags(train: TrainConfig, cluster: dict[str, float]) -> int:
+    """How many bags' worker groups fit in the cluster's resources at once (at least one)."""
+    fits = []
+    for key, per_worker in resources_per_worker(train).items():
+        if per_worker > 0:
+            fits.append(int(cluster.get(key, 0) // (per_worker * train.num_workers) + 1e-9))
+    return max(1, min(fits) if fits else 1)
+
+
+def train_runs_dir(workdir: str) -> str:
+    """Ray Train storage of the run: the work dir's URI, or its absolute local path."""
+    root = workdir if "://" in workdir else storage.resolve(workdir)[1]
+    return posixpath.join(root, "train_runs")
+
+
+def run_name(bag: str, digest: str) -> str:
+    return f"{bag}-{digest}"
+
+
+def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from boom_ray.train.loop import train_loop
+
+    train = cfg.train
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=job,
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                     resources_per_worker=resources_per_worker(train)),
+        run_config=TrainRunConfig(
+            name=run_name(job["bag"], job["request_hash"]), storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": worker_env(train)}),
+    )
+
+
+def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
+    """What one bag's workers need, and the request its export will carry."""
+    from boom_ray.data.bags import bag_dir, read_manifest
+    from boom_ray.train.ds_config import resolve_precision
+    from boom_ray.train.export import request_hash, train_request
+
+    uri = bag_dir(cfg.workdir, bag)
+    manifest = read_manifest(uri)
+    if manifest is None:
+        raise BoomError(f"{uri}: bag {bag} does not exist or is unfinished; run `boom bag --config ...` first")
+    request = train_request(cfg, bag, manifest, resolve_precision(cfg.train.precision, cfg.train.use_gpu))
+    return {"config": cfg.model_dump(mode="json"), "bag": bag, "bag_uri": uri, "request": request,
+            "request_hash": request_hash(request), "started": time.time()}
+
+
+def train_bag(cfg: RunConfig, bag: str, storage_path: str) -> BagResult:
+    """Train one bag to its export (blocking); never raises, the result says what happened."""
+    from boom_ray.train.export import export_matches, model_dir, read_export_manifest
+
+    started = time.time()
+    try:
+        job = prepare_job(cfg, bag)
+        if export_matches(cfg.workdir, bag, job["request_hash"]):
+            m = read_export_manifest(cfg.workdir, bag) or {}
+            return BagResult(bag, "skipped", m.get("steps"), m.get("tokens_seen"), m.get("final_loss"),
+                             m.get("wall_time_s"), export=model_dir(cfg.workdir, bag))
+        print(f"[{bag}] training (run {run_name(bag, job['request_hash'])})", flush=True)
+        _make_trainer(cfg, job, storage_path).fit()
+        m = read_export_manifest(cfg.workdir, bag)
+        if not m or m.get("request_hash") != job["request_hash"]:
+            raise BoomError(f"{bag}: training finished but left no matching export")
+        _remove_run_dir(storage_path, run_name(bag, job["request_hash"]))
+        return BagResult(bag, "trained", m["steps"], m["tokens_seen"], m["final_loss"], m["wall_time_s"],
+                         started=started, finished=time.time(), export=model_dir(cfg.workdir, bag),
+                         extra={k: m.get(k) for k in ("restarts", "resumed_from", "world_size", "zero_stage")})
+    except Exception as exc:  # noqa: BLE001 - one bag's failure must not stop the others
+        message = _short_error(exc)
+        print(f"[{bag}] FAILED: {message}", file=sys.stderr, flush=True)
+        return BagResult(bag, "failed", error=message, started=started, finished=time.time())
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # Ray wraps worker errors in long tracebacks; the last line names the cause.
+    tail = lines[-1] if lines else text
+    return f"{type(exc).__name__}: {tail}"[:500]
+
+
+def _remove_run_dir(storage_path: str, name: str) -> None:
+    """Checkpoints are only for resuming; once the export is written they are dead weight."""
+    try:
+        fs, root = storage.resolve(storage_path)
+        storage.remove(fs, posixpath.join(root, name))
+    except OSError as exc:  # leftover checkpoints are harmless
+        log.warning("could not remove %s/%s: %s", storage_path, name, exc)
+
+
+def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None) -> list[BagResult]:
+    """Train `bags` (default: every bag of the run) concurrently; results in bag order."""
+    import ray
+
+    from boom_ray.ray_runtime import init_ray
+
+    init_ray(cfg.ray)
+    names = bags_to_train(cfg, bags)
+    if max_concurrent is None:
+        max_concurrent = max_concurrent_bags(cfg.train, ray.cluster_resources())
+    storage_path = train_runs_dir(cfg.workdir)
+    lock = threading.Lock()
+    results: dict[str, BagResult] = {}
+    with cf.ThreadPoolExecutor(max_workers=min(max_concurrent, len(names)) or 1,
+                               thread_name_prefix="boom-train") as pool:
+        futures = {pool.submit(train_bag, cfg, name, storage_path): name for name in names}
+        for fut in cf.as_completed(futures):
+            with lock:
+                results[futures[fut]] = fut.result()
+    return [results[n] for n in names]
+
+
+def summary_table(results: list[BagResult]) -> str:
+    header = f"{'bag':<10} {'status':<8} {'steps':>7} {'tokens':>12} {'final loss':>10} {'wall s':>8}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
+        lines.append(f"{r.bag:<10} {r.status:<8} {r.steps if r.steps is not None else '-':>7} "
+                     f"{r.tokens if r.tokens is not None else '-':>12} {loss:>10} "
+                     f"{f'{r.wall_time_s:.1f}' if r.wall_time_s is not None else '-':>8}")
+        if r.error:
+            lines.append(f"  {r.bag}: {r.error}")
+    return "\n".join(lines)

@@ -10,9 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from boom_ray import __version__
-from boom_ray.data.wordnet import WordNetError, check_wordnet_dir, load_wordnet
+from boom_ray.data.wordnet import WordNet, WordNetError, check_wordnet_dir, load_wordnet
 from boom_ray.data.wordnet_tasks import (
     SPLITS, TASKS, BuildOptions, CorpusBuilder, Suite, SuiteBuilder, assign_splits, suite_json,
+    trained_definitions,
 )
 from boom_ray.storage import resolve, staged_dir
 
@@ -66,16 +67,19 @@ def _write_suite(folder: Path, suite: Suite) -> None:
     (folder / "suite.json").write_text(json.dumps(suite_json(suite), indent=2) + "\n")
 
 
-def build(wordnet_dir: Path, out: Path, options: BuildOptions, command: str) -> dict:
-    """Build everything and return the manifest (also written as manifest.json)."""
+def build(wordnet_dir: Path, out: Path, options: BuildOptions, command: str,
+          wn: WordNet | None = None) -> dict:
+    """Build everything and return the manifest (also written as manifest.json). `wn` is the
+    already parsed database of `wordnet_dir`, if the caller has it."""
     started = time.time()
     check_wordnet_dir(wordnet_dir)
     _check_out(out)
-    wn = load_wordnet(wordnet_dir)
+    wn = wn or load_wordnet(wordnet_dir)
     splits = assign_splits(wn, options.seed, options.holdout)
     corpus = CorpusBuilder(wn, splits, options)
     tasks = {task.name: corpus.rows(task) for task in TASKS}
-    suites = {split: SuiteBuilder(wn, splits, split, options).all() for split in SPLITS}
+    trained = trained_definitions(wn, splits)
+    suites = {split: SuiteBuilder(wn, splits, split, options, trained).all() for split in SPLITS}
     manifest = {
         "builder": BUILDER,
         "boom_ray_version": __version__,

@@ -79,6 +79,10 @@ def assign_splits(wn: WordNet, seed: int, holdout: float) -> dict[str, str]:
     return {key: split_of(key, seed, holdout) for key in wn.synsets}
 
 
+def trained_definitions(wn: WordNet, splits: dict[str, str]) -> set[str]:
+    return {wn.synsets[k].definition.lower() for k, s in splits.items() if s == "train"}
+
+
 def words_text(s: Synset) -> str:
     return ", ".join(s.words)
 
@@ -89,12 +93,10 @@ def balanced_sample(keys: list[str], label: Callable[[str], str], n: int | None,
     groups: dict[str, list[str]] = defaultdict(list)
     for k in sorted(keys):
         groups[label(k)].append(k)
-    for g in groups.values():
-        rng.shuffle(g)
-    out: list[str] = []
-    queues = [groups[name] for name in sorted(groups)]
-    depth = 0
     limit = len(keys) if n is None else min(n, len(keys))
+    queues = [sample(groups[name], limit, rng) for name in sorted(groups)]
+    out: list[str] = []
+    depth = 0
     while len(out) < limit:
         for q in queues:
             if depth < len(q) and len(out) < limit:
@@ -104,9 +106,12 @@ def balanced_sample(keys: list[str], label: Callable[[str], str], n: int | None,
 
 
 def sample(keys: Iterable[str], n: int | None, rng: random.Random) -> list[str]:
+    """`n` keys (all when None) in a seeded random order."""
     keys = sorted(keys)
-    rng.shuffle(keys)
-    return keys if n is None else keys[:n]
+    if n is None or n >= len(keys):
+        rng.shuffle(keys)
+        return keys
+    return rng.sample(keys, n)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -142,7 +147,7 @@ class CorpusBuilder:
         self.train = sorted(k for k, s in splits.items() if s == "train")
         self.by_lexname: dict[str, list[str]] = defaultdict(list)
         for k in self.train:
-            self.by_lexname[wn[k].lexname].append(k)
+            self.by_lexname[wn.synsets[k].lexname].append(k)
         self.categories = sorted(self.by_lexname)
 
     def allowed(self, key: str) -> bool:
@@ -215,9 +220,14 @@ class Suite:
 class SuiteBuilder:
     """Evaluation suites of one split (`dev` or `test`)."""
 
-    def __init__(self, wn: WordNet, splits: dict[str, str], split: str, options: BuildOptions):
+    def __init__(self, wn: WordNet, splits: dict[str, str], split: str, options: BuildOptions,
+                 trained: set[str]):
+        """`trained`: the lower-cased definitions of all `train` synsets. A held-out synset whose
+        definition is word for word a training synset's (131 in WordNet 3.0 for seed 0) is left
+        out, so no suite item is a definition the model trained on."""
         self.wn, self.splits, self.split, self.options = wn, splits, split, options
-        self.held = sorted(k for k, s in splits.items() if s == split)
+        self.held = sorted(k for k, s in splits.items()
+                           if s == split and wn.synsets[k].definition.lower() not in trained)
         self.size = options.suite_size
 
     def rng(self, name: str) -> random.Random:
@@ -320,7 +330,8 @@ class SuiteBuilder:
         """Pairs of definitions scored by WordNet path similarity. Partners are found by walks of
         1 to 6 steps in the taxonomy, or at random, in turn, so scores spread over the range."""
         rng = self.rng(name)
-        same_pos = [k for k in self.wn.synsets if k[0] == pool[0][0] and self.usable(k)] if pool else []
+        pos = pool[0][0] if pool else ""
+        same_pos = [k for k, s in self.splits.items() if k[0] == pos and s in (self.split, "train")]
         walks = [(1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), None, None]
         rows, seen = [], set()
         for i, k in enumerate(sample(pool, None, rng)):

@@ -1,0 +1,122 @@
+"""`boom merge`: a mergekit YAML run unchanged, or the merge section of a run config.
+
+    boom merge mergekit.yaml --out merged/ [--force] [--set memory_budget=512MB]
+    boom merge --config run.yaml [--force]
+
+The mergekit form runs in this process (no cluster needed, like `mergekit-yaml`). The run-config
+form merges the run's bag exports, `<workdir>/models/<bag>/`, into `<workdir>/merges/<name>/`
+with one Ray task per merge; a merge whose output manifest already matches the request (same
+method, weights, parameters and input fingerprints) is skipped unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from boom_ray import storage
+from boom_ray.cli_support import config_from_args, parse_overrides
+from boom_ray.config import ConfigError, MergeConfig, RunConfig, bag_name
+from boom_ray.merge.executor import human_bytes
+from boom_ray.merge.methods import get_method
+from boom_ray.merge.request import (MANIFEST, MergeRequest, MergeRequestError, ModelInput, load_mergekit_yaml,
+                                    manifest_key_for, request_key)
+from boom_ray.merge.task import MergeOutputExists, merge, submit_merge
+from pydantic import ValidationError
+
+
+def merge_config_from_overrides(pairs: list[str]) -> MergeConfig:
+    """A MergeConfig from `--set key=value` pairs (`merge.` prefix optional)."""
+    values = {k.removeprefix("merge."): v for k, v in parse_overrides(pairs).items()}
+    try:
+        return MergeConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"--set: invalid merge setting: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+
+
+def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
+    """bag name -> (exported model directory, ratio)."""
+    return {bag_name(r): (storage.join(cfg.workdir, "models", bag_name(r)), r) for r in cfg.bagging.ratios}
+
+
+def run_requests(cfg: RunConfig) -> list[tuple[str, MergeRequest]]:
+    """(output directory, request) for every merge of the run config."""
+    bags = bag_dirs(cfg)
+
+    def ref(value: str | None) -> str | None:
+        return bags[value][0] if value in bags else value
+
+    out = []
+    for spec in cfg.merge.merges:
+        weights = spec.weights or {bag: ratio for bag, (_, ratio) in bags.items()}
+        unknown = [b for b in weights if b not in bags]
+        if unknown:
+            raise ConfigError(f"merge.merges[{spec.name}].weights: unknown bag {unknown[0]!r}; bags: {sorted(bags)}")
+        per_model_keys = set(get_method(spec.method).per_model) - {"weight"}
+        shared = {k: v for k, v in spec.parameters.items() if k not in per_model_keys}
+        per_model = {k: v for k, v in spec.parameters.items() if k in per_model_keys}
+        models = [ModelInput(bags[b][0], {"weight": float(w), **per_model}) for b, w in weights.items()
+                  if ref(spec.base_model) != bags[b][0]]
+        request = MergeRequest(spec.method, models, ref(spec.base_model), shared, spec.dtype,
+                               ref(cfg.merge.copy_files_from))
+        out.append((storage.join(cfg.workdir, "merges", spec.name), request))
+    return out
+
+
+def is_done(out: str, request: MergeRequest) -> bool:
+    """Whether `out` holds a finished merge of exactly this request."""
+    fs, path = storage.resolve(out)
+    manifest = storage.read_json_or_none(fs, storage.join(path, MANIFEST))
+    return manifest is not None and request_key(manifest) == manifest_key_for(request)
+
+
+def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
+    """Merge the run's bags as its merge section says, one Ray task per merge (concurrently, as
+    resources allow). Returns one manifest per merge (the existing one for skipped merges)."""
+    from boom_ray.ray_runtime import init_ray
+
+    todo, results = [], {}
+    for out, request in run_requests(cfg):
+        fs, path = storage.resolve(out)
+        if not force and storage.exists(fs, path):
+            if is_done(out, request):
+                results[out] = storage.read_json(fs, storage.join(path, MANIFEST)) | {"skipped": True}
+                continue
+            raise MergeOutputExists(f"{out} holds a different merge than merge.merges asks for; pass --force to redo it")
+        todo.append((out, request))
+    if todo:
+        import ray
+
+        init_ray(cfg.ray)
+        refs = [submit_merge(request, out, cfg.merge, force=force) for out, request in todo]
+        for (out, _), manifest in zip(todo, ray.get(refs)):
+            results[out] = manifest
+    return [results[out] for out, _ in run_requests(cfg)]
+
+
+def _describe(out: str, manifest: dict[str, Any]) -> str:
+    if manifest.get("skipped"):
+        return f"{out}: up to date ({manifest['method']}), skipped"
+    o = manifest["output"]
+    return (f"{out}: {manifest['method']} of {len(manifest['models'])} models, {o['tensors']} tensors, "
+            f"{human_bytes(o['bytes'])} in {len(o['shards'])} shard(s), {manifest['seconds']:.1f} s")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.config and args.mergekit_yaml:
+        raise MergeRequestError("give either MERGEKIT.yaml (with --out) or --config RUN.yaml, not both")
+    if args.mergekit_yaml:
+        if not args.out:
+            raise MergeRequestError("MERGEKIT.yaml needs --out DIR")
+        request = load_mergekit_yaml(args.mergekit_yaml)
+        manifest = merge(request, args.out, merge_config_from_overrides(args.overrides), force=args.force)
+        print(_describe(args.out, manifest))
+        return 0
+    if args.config:
+        if args.out:
+            raise MergeRequestError("--out goes with MERGEKIT.yaml; a run config writes <workdir>/merges/<name>/")
+        cfg = config_from_args(args)
+        for (out, _), manifest in zip(run_requests(cfg), run_merges(cfg, force=args.force)):
+            print(_describe(out, manifest))
+        return 0
+    raise MergeRequestError("nothing to merge: give MERGEKIT.yaml --out DIR, or --config RUN.yaml")

@@ -1,0 +1,275 @@
+"""Safetensors IO for the streaming merge: an index of every tensor's bytes, a reader that copies
+one slice of one tensor into a caller's buffer, and a sharded writer with a pre-planned layout.
+
+Why not `safetensors.safe_open`: it memory-maps the file, and every page a merge touches then
+counts in the process's RSS until the mapping goes away, so a 1.6 GB checkpoint shows up as
+1.6 GB of RSS whatever the merge's own budget. Plain positional reads (`os.preadv`) into a
+buffer the executor owns keep RSS at the size of that buffer; the page cache still speeds up
+repeated reads, but it is not the process's memory. The format is small enough to read
+directly: 8 bytes little-endian header length, a JSON header mapping names to dtype, shape and
+`data_offsets` (relative to the end of the header), then the raw little-endian bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from boom_ray.errors import BoomError
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+"""Dtypes that are merged; any other tensor (integer buffers such as position ids) is copied
+from the first model."""
+OUTPUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+class CheckpointError(BoomError):
+    """A model directory whose weights cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class TensorLoc:
+    """Where one tensor's bytes live: `start` is the absolute byte offset in `file`."""
+
+    name: str
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        return itemsize(self.dtype)
+
+
+def itemsize(dtype: str) -> int:
+    return torch.empty((), dtype=DTYPES[dtype]).element_size()
+
+
+def read_header(path: str) -> tuple[dict, int]:
+    """(header without `__metadata__`, absolute offset of the data section) of one file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(size - 8, 100 * 2**20):
+            raise CheckpointError(f"{path}: not a safetensors file (header length {n} is invalid)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: corrupt safetensors header: {exc}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def weight_files(model_dir: str) -> list[str]:
+    """The safetensors files of a model directory: those its index names, else every
+    top-level `*.safetensors`."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{model_dir}: model directory not found")
+    index = root / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({exc!r})") from None
+        files = sorted(set(weight_map.values()))
+        for name in files:
+            if not (root / name).is_file():
+                raise CheckpointError(f"{index}: names shard {name}, which is missing")
+        return [str(root / name) for name in files]
+    files = sorted(str(p) for p in root.glob("*.safetensors"))
+    if not files:
+        other = sorted(p.name for p in root.glob("*.bin")) + sorted(p.name for p in root.glob("*.pt"))
+        hint = f" (found {other[0]}: convert it to safetensors first)" if other else ""
+        raise CheckpointError(f"{model_dir}: no *.safetensors weights{hint}")
+    return files
+
+
+def index_model(model_dir: str) -> dict[str, TensorLoc]:
+    """Every tensor of a model, in storage order (file, then offset), so reading in this order
+    is sequential on disk."""
+    out: dict[str, TensorLoc] = {}
+    for path in weight_files(model_dir):
+        header, data_start = read_header(path)
+        size = os.path.getsize(path)
+        locs = []
+        for name, entry in header.items():
+            try:
+                dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry") from None
+            if dtype not in DTYPES:
+                raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
+            loc = TensorLoc(name, path, dtype, shape, data_start + begin, end - begin)
+            if loc.nbytes != loc.numel * loc.itemsize or loc.start + loc.nbytes > size or begin < 0:
+                raise CheckpointError(f"{path}: tensor {name!r} has offsets {[begin, end]} that do not "
+                                      f"match its shape {list(shape)} and dtype {dtype} (truncated file?)")
+            if name in out:
+                raise CheckpointError(f"{model_dir}: tensor {name!r} is stored twice "
+                                      f"({out[name].file} and {path})")
+            locs.append(loc)
+        for loc in sorted(locs, key=lambda l: l.start):
+            out[loc.name] = loc
+    return out
+
+
+class TensorReader:
+    """Positional reads of tensor slices into caller-owned buffers; one open fd per file."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def read(self, loc: TensorLoc, first: int, count: int, buf: torch.Tensor) -> torch.Tensor:
+        """Elements [first, first + count) of `loc` as a 1-D tensor of its dtype, stored in the
+        uint8 buffer `buf` (which must hold count * itemsize bytes)."""
+        size = loc.itemsize
+        nbytes = count * size
+        view = memoryview(buf.numpy()).cast("B")[:nbytes]
+        fd, pos, done = self._fd(loc.file), loc.start + first * size, 0
+        while done < nbytes:
+            got = os.preadv(fd, [view[done:]], pos + done)
+            if got <= 0:
+                raise CheckpointError(f"{loc.file}: unexpected end of file reading {loc.name!r}")
+            done += got
+        return buf[:nbytes].view(DTYPES[loc.dtype])
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> "TensorReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = itemsize(self.dtype)
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def plan_shards(tensors: list[OutTensor], max_shard_size: int) -> list[list[OutTensor]]:
+    """Consecutive groups of tensors, each at most `max_shard_size` bytes unless one tensor alone
+    is bigger (as in transformers' `save_pretrained`)."""
+    shards: list[list[OutTensor]] = [[]]
+    size = 0
+    for t in tensors:
+        if shards[-1] and size + t.nbytes > max_shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(t)
+        size += t.nbytes
+    return shards
+
+
+class ShardedWriter:
+    """Writes a safetensors checkpoint whose layout is fixed up front, so each tensor (or slice of
+    one) can be written the moment it is merged, in any order, with no buffering of a shard.
+
+    One shard is `model.safetensors`; more are `model-0000i-of-0000n.safetensors` plus
+    `model.safetensors.index.json`, the layout transformers writes."""
+
+    def __init__(self, out_dir: str, tensors: list[OutTensor], max_shard_size: int) -> None:
+        self.out_dir = out_dir
+        shards = plan_shards(tensors, max_shard_size)
+        n = len(shards)
+        self.files = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self._where: dict[str, tuple[int, int, int]] = {}  # name -> (fd, start, nbytes)
+        self._written: dict[str, int] = {}
+        self._fds: list[int] = []
+        self.weight_map: dict[str, str] = {}
+        self.total_size = 0
+        for fname, shard in zip(self.files, shards):
+            header: dict = {"__metadata__": {"format": "pt"}}
+            offset = 0
+            for t in shard:
+                header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+                offset += t.nbytes
+            blob = json.dumps(header, separators=(",", ":")).encode()
+            blob += b" " * (-len(blob) % 8)
+            fd = os.open(os.path.join(out_dir, fname), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fds.append(fd)
+            os.write(fd, struct.pack("<Q", len(blob)) + blob)
+            os.ftruncate(fd, 8 + len(blob) + offset)
+            data_start = 8 + len(blob)
+            for t in shard:
+                begin = header[t.name]["data_offsets"][0]
+                self._where[t.name] = (fd, data_start + begin, t.nbytes)
+                self._written[t.name] = 0
+                self.weight_map[t.name] = fname
+            self.total_size += offset
+
+    def write(self, name: str, byte_offset: int, data: torch.Tensor) -> None:
+        """Write the contiguous tensor `data` at `byte_offset` within tensor `name`."""
+        fd, start, nbytes = self._where[name]
+        view = memoryview(data.contiguous().view(torch.uint8).numpy()).cast("B")
+        if byte_offset + len(view) > nbytes:
+            raise ValueError(f"write past the end of {name!r}")
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], start + byte_offset + done)
+        self._written[name] += len(view)
+
+    def close(self) -> None:
+        """Check that every byte of every tensor was written, close the files, write the index."""
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        missing = [n for n, (_, _, nb) in self._where.items() if self._written[n] != nb]
+        if missing:
+            raise RuntimeError(f"merge output incomplete: tensor {missing[0]!r} was not fully written")
+        if len(self.files) > 1:
+            index = {"metadata": {"total_size": self.total_size}, "weight_map": self.weight_map}
+            with open(os.path.join(self.out_dir, INDEX_FILE), "w") as f:
+                json.dump(index, f, indent=2)
+
+    def abort(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []

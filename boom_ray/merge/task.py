@@ -1,0 +1,97 @@
+"""One merge from request to finished output directory, and the Ray task that runs it.
+
+Inputs and output may be local paths or pyarrow filesystem URIs. A local (or file://) input is
+read in place. A remote input (s3://, gs://, ...) is first copied to a local temporary
+directory, because the executor needs positional reads of a local file; the output of a remote
+merge is built locally and uploaded to a temporary name beside the destination, then renamed.
+Either way the destination only ever holds a finished merge: an existing one is replaced only
+with `force=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+import time
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from boom_ray import storage
+from boom_ray.config import MergeConfig
+from boom_ray.merge.executor import LocalInputs, MergeError, StreamingMerge, output_dtype_name
+from boom_ray.merge.files import copy_model_files
+from boom_ray.merge.methods import get_method
+from boom_ray.merge.request import MANIFEST, MergeRequest, build_manifest, fingerprint
+
+
+class MergeOutputExists(MergeError):
+    """The output directory exists and `force` was not given."""
+
+
+def _localize(uri: str, stack: contextlib.ExitStack, cache: dict[str, str]) -> str:
+    """A local directory holding the model at `uri` (the same path when it is local)."""
+    if uri in cache:
+        return cache[uri]
+    fs, path = storage.resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        local = path
+    else:
+        if not storage.is_dir(fs, path):
+            raise MergeError(f"{uri}: model directory not found")
+        local = stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-in-"))
+        pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    cache[uri] = local
+    return local
+
+
+def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, force: bool = False,
+          progress: bool = True) -> dict[str, Any]:
+    """Merge as `request` says into `out`; returns the manifest written there (`boom_merge.json`).
+
+    Everything that can be checked is checked before any tensor is read: method parameters, the
+    output's existence, and that all inputs have the same tensors, shapes and dtypes."""
+    cfg = cfg or MergeConfig()
+    began = time.perf_counter()
+    method = get_method(request.method)
+    params, model_params = method.validate(len(request.models), request.base_model is not None,
+                                           request.parameters, [m.parameters for m in request.models])
+    dtype = output_dtype_name(request.dtype)
+    out_fs, out_path = storage.resolve(out)
+    if storage.exists(out_fs, out_path) and not force:
+        raise MergeOutputExists(f"{out} already exists; pass --force (force=True) to overwrite it")
+    with contextlib.ExitStack() as stack:
+        cache: dict[str, str] = {}
+        paths = [_localize(m.path, stack, cache) for m in request.models]
+        base = _localize(request.base_model, stack, cache) if request.base_model else None
+        files_from = _localize(request.files_source(), stack, cache)
+        job = StreamingMerge(LocalInputs(method, paths, base, params, model_params, dtype),
+                             cfg.memory_budget, cfg.max_shard_size, progress=progress)
+        fingerprints = {uri: fingerprint(local) for uri, local in cache.items()}
+        local_out = isinstance(out_fs, pafs.LocalFileSystem)
+        with storage.staged_dir(out_fs, out_path) as staged:
+            build = staged if local_out else stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-out-"))
+            summary = job.run(build)
+            copy_model_files(files_from, build, request.dtype)
+            manifest = build_manifest(request, fingerprints, summary, time.perf_counter() - began)
+            storage.write_json(pafs.LocalFileSystem(), os.path.join(build, MANIFEST), manifest)
+            if not local_out:
+                pafs.copy_files(build, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=out_fs)
+    return manifest
+
+
+@functools.cache
+def _remote_merge():
+    import ray
+
+    return ray.remote(merge)
+
+
+def submit_merge(request: MergeRequest, out: str, cfg: MergeConfig, *, force: bool = False):
+    """Start `merge` as a Ray task reserving `cfg.num_cpus` CPUs and `cfg.memory` bytes (default:
+    twice the memory budget); returns its ObjectRef (the manifest)."""
+    memory = cfg.memory or 2 * cfg.memory_budget
+    return _remote_merge().options(num_cpus=cfg.num_cpus, memory=memory).remote(
+        request, out, cfg, force=force, progress=False)

@@ -97,7 +97,10 @@ def info_nce_loss(q: Tensor, p: Tensor, temperature: float, in_batch: Tensor | N
     if gather:
         p = all_gather_with_grad(p)
         offset = _rank_offset() * b
-    logits = (q @ p.T).float() / temperature
+    logits = q @ p.T
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # softmax over logits up to 1/temperature = 50 needs fp32
+    logits = logits / temperature
     rows = torch.arange(b, device=q.device) + offset
     labels = rows * g
     if in_batch is not None:

@@ -1,0 +1,53 @@
+"""`boom report` on a small fake run dir with real tiny models, and its per-model result cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import yaml
+
+from boom_ray.cli import main as boom
+from boom_ray.config import validate_config
+from boom_ray.eval.report import write_report
+
+
+def _run(tmp_path, kit, minilm_path, tiny_qwen3_path):
+    suites = tmp_path / "suites"
+    kit.make_retrieval_suite(suites / "ret", {"domain": "in", "instruction": "find"})
+    kit.make_sts_suite(suites / "sts", {"domain": "out"})
+    work = tmp_path / "work"
+    shutil.copytree(minilm_path, work / "models" / "bag20")  # bag100 was never trained: left out
+    shutil.copytree(tiny_qwen3_path, work / "merges" / "ms")
+    data = {"workdir": str(work), "corpus": {"path": str(tmp_path / "corpus")},
+            "model": {"name_or_path": str(tiny_qwen3_path)},
+            "bagging": {"ratios": [0.2, 1.0]}, "merge": {"merges": [{"name": "ms"}, {"name": "never_run"}]},
+            "eval": {"suites": [{"path": str(suites / "ret")}, {"path": str(suites / "sts")}], "batch_size": 8}}
+    return work, data
+
+
+def test_report_cli_table_chart_and_cache(ray_session, tmp_path, kit, minilm_path, tiny_qwen3_path, capsys):
+    work, data = _run(tmp_path, kit, minilm_path, tiny_qwen3_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert boom(["report", "--config", str(config)]) == 0
+    md = (work / "report.md").read_text()
+    assert "| model | ret (in, ndcg@10) | sts (out, spearman) | ID mean | OOD mean |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [r.split(" | ")[0] for r in rows] == ["| base", "| bag20", "| ms"]
+    assert (work / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    caches = {p.name: p.stat().st_mtime_ns for p in (work / "eval").iterdir()}
+    assert set(caches) == {"base.json", "bag20.json", "merge-ms.json"}
+    assert not [p for p in work.iterdir() if ".tmp-" in p.name]
+
+    # Unchanged models are not evaluated again; a rewritten model is.
+    cfg = validate_config(data)
+    os.utime(work / "models" / "bag20" / "config.json")
+    out = write_report(cfg)
+    after = {p.name: p.stat().st_mtime_ns for p in (work / "eval").iterdir()}
+    assert after["base.json"] == caches["base.json"] and after["merge-ms.json"] == caches["merge-ms.json"]
+    assert after["bag20.json"] != caches["bag20.json"]
+    bag = out["results"]["bag20"]
+    assert bag["id_mean"] == bag["suites"][0]["main"] and bag["ood_mean"] == bag["suites"][1]["main"]
+    # base and merge are the same weights: same scores
+    assert out["results"]["base"]["suites"][1]["main"] == out["results"]["merge-ms"]["suites"][1]["main"]

@@ -115,8 +115,10 @@ def _pooling_from_st(cfg: dict[str, Any], where: Path) -> str:
 
 
 def _adds_eos(tokenizer) -> bool:
-    eos = tokenizer.eos_token_id
-    return eos is not None and tokenizer("a")["input_ids"][-1:] == [eos]
+    """Whether the tokenizer itself ends every text with EOS (or, for BERT-like ones, SEP)."""
+    ends = {tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)} - {None}
+    last = tokenizer("a")["input_ids"][-1:]
+    return bool(last) and last[0] in ends
 
 
 def _patch_eos(tokenizer) -> bool:
@@ -127,14 +129,27 @@ def _patch_eos(tokenizer) -> bool:
     from tokenizers import processors
 
     eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    before = tokenizer("a")["input_ids"]
     template = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1",
                                              special_tokens=[(eos, eos_id)])
     current = backend.post_processor
-    backend.post_processor = template if current is None else processors.Sequence([current, template])
-    if _adds_eos(tokenizer):
-        return True
-    backend.post_processor = template
-    return _adds_eos(tokenizer)
+    if isinstance(getattr(type(tokenizer), "add_eos_token", None), property):
+        # transformers >= 5 rebuilds its template (BOS included) from this flag, also on reload
+        try:
+            tokenizer.add_eos_token = True
+            if tokenizer("a")["input_ids"] == before + [eos_id]:
+                return True
+        except (AttributeError, TypeError, ValueError):
+            pass
+        object.__setattr__(tokenizer, "_add_eos_token", False)
+    # otherwise keep what the current post-processor does (byte-level offsets) and add EOS after it
+    candidates = [template] if current is None else [processors.Sequence([current, template]), template]
+    for candidate in candidates:
+        backend.post_processor = candidate
+        if tokenizer("a")["input_ids"] == before + [eos_id]:
+            return True
+    backend.post_processor = current
+    return False
 
 
 def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | None) -> dict[str, Any]:
@@ -147,6 +162,32 @@ def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | Non
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     return kwargs
+
+
+def resolve_model_config(path: str, config: ModelConfig | None = None, **overrides: Any) -> ModelConfig:
+    """The settings :meth:`Embedder.from_pretrained` uses for `path`, without loading weights.
+
+    Strongest first: ``overrides`` (ModelConfig field names), the fields set explicitly in
+    ``config``, a sentence-transformers folder's own files, then ModelConfig defaults."""
+    local = resolve_model_path(path)
+    st = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
+    st.pop("_do_lower_case", None)
+    base = config or ModelConfig()
+    explicit = {k: getattr(base, k) for k in base.model_fields_set}
+    unknown = set(overrides) - set(ModelConfig.model_fields)
+    if unknown:
+        raise BoomError(f"{path}: unknown model setting(s) {sorted(unknown)}; valid: {sorted(ModelConfig.model_fields)}")
+    try:
+        return ModelConfig.model_validate({**base.model_dump(), **st, **explicit, **overrides, "name_or_path": path})
+    except ValueError as exc:
+        raise BoomError(f"{path}: invalid model settings: {exc}") from None
+
+
+def tokenize_appending_eos(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    """For tokenizers that cannot be patched: cut to ``max_length - 1`` tokens, append EOS, pad."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
+    rows = [{"input_ids": row + [tokenizer.eos_token_id], "attention_mask": [1] * (len(row) + 1)} for row in ids]
+    return dict(tokenizer.pad(rows, padding=True, return_tensors="pt"))
 
 
 class Embedder(torch.nn.Module):
@@ -164,8 +205,9 @@ class Embedder(torch.nn.Module):
         self.config = config
         self.do_lower_case = do_lower_case
         self._manual_eos = False
+        # last: every row must end at the same position; cls/mean: position 0 must be real
+        tokenizer.padding_side = "left" if config.pooling == "last" else "right"
         if config.pooling == "last":
-            tokenizer.padding_side = "left"
             if not _adds_eos(tokenizer) and not _patch_eos(tokenizer):
                 if tokenizer.eos_token_id is None:
                     raise ModelLoadError("last-token pooling needs a tokenizer with an eos_token")
@@ -184,26 +226,16 @@ class Embedder(torch.nn.Module):
                         attn_implementation: str | None = None, **overrides: Any) -> "Embedder":
         """Load `path` (a model dir, hub id, or `builtin:all-MiniLM-L6-v2`).
 
-        Settings, strongest first: ``overrides`` (ModelConfig field names), the fields set
-        explicitly in ``config``, a sentence-transformers folder's own files (pooling,
-        normalisation, query prompt, max_seq_length), then ModelConfig defaults.
+        Settings come from :func:`resolve_model_config`: ``overrides`` (ModelConfig field names)
+        beat the fields set explicitly in ``config``, which beat a sentence-transformers folder's
+        own files (pooling, normalisation, query prompt, max_seq_length), then the defaults.
         """
         from transformers import AutoModel, AutoTokenizer
 
         local = resolve_model_path(path)
-        st = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
-        do_lower_case = bool(st.pop("_do_lower_case", False))
-        base = config or ModelConfig()
-        explicit = {k: getattr(base, k) for k in base.model_fields_set}
-        unknown = set(overrides) - set(ModelConfig.model_fields)
-        if unknown:
-            raise BoomError(f"Embedder.from_pretrained: unknown setting(s) {sorted(unknown)}; "
-                            f"valid: {sorted(ModelConfig.model_fields)}")
-        merged = {**base.model_dump(), **st, **explicit, **overrides, "name_or_path": path}
-        try:
-            resolved = ModelConfig.model_validate(merged)
-        except ValueError as exc:
-            raise BoomError(f"{path}: invalid model settings: {exc}") from None
+        resolved = resolve_model_config(path, config, **overrides)
+        do_lower_case = bool(read_sentence_transformers_settings(local).get("_do_lower_case", False)
+                             if os.path.isdir(local) else False)
         try:
             tokenizer = AutoTokenizer.from_pretrained(local)
             model = AutoModel.from_pretrained(local, **_load_kwargs(dtype, attn_implementation))
@@ -245,11 +277,9 @@ class Embedder(torch.nn.Module):
         """Padded tensors for `texts`, each cut to `max_length` tokens (EOS included)."""
         texts = [t.lower() for t in texts] if self.do_lower_case else list(texts)
         tok = self.tokenizer
-        if not self._manual_eos:
-            return dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
-        ids = tok(texts, truncation=True, max_length=max_length - 1, add_special_tokens=True)["input_ids"]
-        encoded = [{"input_ids": row + [tok.eos_token_id]} for row in ids]
-        return dict(tok.pad(encoded, padding=True, return_tensors="pt"))
+        if self._manual_eos:
+            return tokenize_appending_eos(tok, texts, max_length)
+        return dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """[n, d] pooled (and, per config, L2-normalised) embeddings; differentiable."""
@@ -321,7 +351,9 @@ class Embedder(torch.nn.Module):
         try:
             self.model.save_pretrained(tmp, state_dict=state_dict, max_shard_size=max_shard_size)
             self.tokenizer.save_pretrained(tmp)
-            _set_tokenizer_padding_side(tmp, self.tokenizer.padding_side)
+            _patch_tokenizer_config(tmp, padding_side=self.tokenizer.padding_side,
+                                    add_eos_token=True if self.config.pooling == "last" and
+                                    self.tokenizer.eos_token_id is not None and not self._manual_eos else None)
             write_sentence_transformers_files(tmp, self)
             _replace_dir(tmp, target)
         except BaseException:
@@ -346,10 +378,12 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
     raise ValueError(f"unknown pooling {mode!r}; expected last, mean or cls")
 
 
-def _set_tokenizer_padding_side(model_dir: Path, side: str) -> None:
+def _patch_tokenizer_config(model_dir: Path, **values: Any) -> None:
+    """Record settings a loader must apply (padding side; EOS for loaders that rebuild the
+    post-processor from flags) in tokenizer_config.json; None values are left out."""
     cfg_file = model_dir / "tokenizer_config.json"
     cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-    cfg["padding_side"] = side
+    cfg.update({k: v for k, v in values.items() if v is not None})
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from boom_ray.config import ModelConfig
 from boom_ray.errors import BoomError
-from boom_ray.model.embedder import Embedder, pool, read_sentence_transformers_settings
+from boom_ray.model.embedder import (Embedder, _patch_eos, pool, read_sentence_transformers_settings,
+                                     tokenize_appending_eos)
 
 TEXTS = [
     "hello world",
@@ -60,6 +61,28 @@ def test_truncation_keeps_eos_as_last_token(qwen):
     ids = feats["input_ids"][0].tolist()
     assert len(ids) == 10 and ids[-1] == qwen.tokenizer.eos_token_id
     assert ids[:9] == qwen.tokenizer(TEXTS[2], add_special_tokens=False)["input_ids"][:9]
+
+
+def test_manual_eos_fallback_equals_patched_tokenizer(qwen, tiny_qwen3_path):
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(str(tiny_qwen3_path), padding_side="left")
+    assert plain("a")["input_ids"][-1] != plain.eos_token_id  # the raw tokenizer adds no EOS
+    for n in (6, 64):
+        manual = tokenize_appending_eos(plain, TEXTS, n)
+        patched = qwen.tokenize(TEXTS, n)
+        assert torch.equal(manual["input_ids"], patched["input_ids"])
+        assert torch.equal(manual["attention_mask"], patched["attention_mask"])
+
+
+def test_eos_patch_keeps_a_bos(tiny_qwen3_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_qwen3_path), bos_token="<|endoftext|>")
+    tok.add_bos_token = True  # Llama-style: BOS first
+    body = tok("a cat", add_special_tokens=False)["input_ids"]
+    assert _patch_eos(tok)
+    assert tok("a cat")["input_ids"] == [tok.bos_token_id, *body, tok.eos_token_id]
 
 
 def test_mean_pooling_pads_right(minilm):
@@ -127,6 +150,18 @@ def test_saved_tiny_qwen3_matches_sentence_transformers(qwen, qwen_saved):
                                qwen.encode(TEXTS, prompt=qwen.query_prompt), atol=1e-5)
     np.testing.assert_allclose(st.encode(TEXTS, prompt=qwen.query_prompt),
                                qwen.encode(TEXTS, prompt=qwen.query_prompt), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling,normalize", [("mean", True), ("cls", False)])
+def test_other_poolings_match_sentence_transformers(tiny_qwen3_path, tmp_path, pooling, normalize):
+    emb = Embedder.from_pretrained(str(tiny_qwen3_path), pooling=pooling, normalize=normalize, max_doc_length=64)
+    emb.save(tmp_path / "m")
+    ours = emb.encode(TEXTS)
+    # (the empty text has no tokens at all under mean pooling here: a zero vector, as in ST)
+    assert np.allclose(np.linalg.norm(ours[:-1], axis=1), 1.0, atol=1e-5) == normalize
+    np.testing.assert_allclose(_st(tmp_path / "m").encode(TEXTS), ours, atol=1e-5)
+    again = Embedder.from_pretrained(str(tmp_path / "m"))
+    assert (again.config.pooling, again.config.normalize) == (pooling, normalize)
 
 
 def test_saved_minilm_matches_sentence_transformers(minilm, tmp_path, minilm_path):
@@ -198,7 +233,7 @@ def test_bad_references_raise_clear_errors(tmp_path):
         Embedder.from_pretrained("builtin:nope")
     with pytest.raises(BoomError, match="cannot load"):
         Embedder.from_pretrained(str(tmp_path / "missing"))
-    with pytest.raises(BoomError, match="unknown setting"):
+    with pytest.raises(BoomError, match="unknown model setting"):
         Embedder.from_pretrained("builtin:all-MiniLM-L6-v2", poolng="mean")
     bad = tmp_path / "st"
     (bad / "1_Pooling").mkdir(parents=True)

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from boom_ray.data.wordnet import Synset, WordNet
+from boom_ray.data.wordnet import Synset, WordNet, WordNetError
 from boom_ray.data.wordnet_graph import children, parents, path_similarity, pick_negatives, walk
 
 ID_POS = ("n", "a")
@@ -50,8 +50,6 @@ class BuildOptions:
     holdout: float = 0.1  # fraction of noun and adjective synsets held out (dev + test)
 
     def __post_init__(self) -> None:
-        from boom_ray.data.wordnet import WordNetError
-
         if self.max_rows_per_task is not None and self.max_rows_per_task < 1:
             raise WordNetError(f"--max-rows-per-task must be at least 1, got {self.max_rows_per_task}")
         if self.suite_size < 10:

@@ -43,6 +43,11 @@ def rows_from_batch(batch: Any) -> list[Mapping[str, Any]]:
     return list(batch)
 
 
+def _optional_str(value: Any) -> str | None:
+    """A non-empty string, else None (missing keys, None, and pandas' NaN for missing values)."""
+    return value if isinstance(value, str) and value else None
+
+
 def _texts(value: Any) -> list[str]:
     if value is None:
         return []
@@ -90,14 +95,13 @@ def build_features(rows: Any, embedder, group_size: int, rng: np.random.Generato
         if not isinstance(query, str) or not pos:
             raise BatchRowError(f"training row {i} of the batch (query {str(query)[:60]!r}): needs a "
                                 f"string query and at least one positive")
-        prompt = row.get("prompt") or None
-        queries.append(embedder.format_query(query, prompt))
+        queries.append(embedder.format_query(query, _optional_str(row.get("prompt"))))
         others = [t for j, texts in enumerate(all_passages) if j != i for t in texts]
         try:
             passages.extend(sample_group(pos, _texts(row.get("neg")), group_size, rng, fallback=others))
         except ValueError as exc:
             raise BatchRowError(f"training row {i} of the batch (query {query[:60]!r}): {exc}") from None
-        in_batch.append(uses_in_batch_negatives(row.get("type")))
+        in_batch.append(uses_in_batch_negatives(_optional_str(row.get("type"))))
     cfg = embedder.config
     q_features = embedder.tokenize(queries, max_query_length or cfg.max_query_length)
     p_features = embedder.tokenize(passages, max_doc_length or cfg.max_doc_length)

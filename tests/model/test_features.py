@@ -66,7 +66,10 @@ def test_same_seed_same_batch_and_input_formats(embedder):
     b = build_features(pa.Table.from_pylist(ROWS), embedder, 3, np.random.default_rng(7))
     columns = {k: [r.get(k) for r in ROWS] for k in ("query", "pos", "neg", "prompt", "type")}
     c = build_features(columns, embedder, 3, np.random.default_rng(7))
-    for other in (b, c):
+    pandas_like = dict(columns, prompt=[float("nan"), "Find a synonym", float("nan")],
+                       type=["retrieval", "synonym_class", float("nan")])  # NaN = missing
+    d = build_features(pandas_like, embedder, 3, np.random.default_rng(7))
+    for other in (b, c, d):
         assert torch.equal(a[0]["input_ids"], other[0]["input_ids"])
         assert torch.equal(a[1]["input_ids"], other[1]["input_ids"])
         assert torch.equal(a[2], other[2])

@@ -84,6 +84,15 @@ def test_default_in_batch_is_all_rows_and_groups_of_one():
     assert info_nce_loss(q, p, 0.05, torch.ones(4, dtype=torch.bool)).item() == pytest.approx(expected.item())
 
 
+def test_docstring_example_runs():
+    import doctest
+
+    import boom_ray.model.loss as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 3 and result.failed == 0
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="groups"):
         info_nce_loss(torch.zeros(3, 4), torch.zeros(7, 4), 0.02)

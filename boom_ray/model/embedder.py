@@ -282,11 +282,13 @@ class Embedder(torch.nn.Module):
         return dict(tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[n, d] pooled (and, per config, L2-normalised) embeddings; differentiable."""
+        """[n, d] float32 pooled (and, per config, L2-normalised) embeddings; differentiable."""
         inputs = {k: v.to(self.device) for k, v in features.items()
                   if k in ("input_ids", "attention_mask", "token_type_ids", "position_ids")}
         hidden = self.model(**inputs).last_hidden_state
-        pooled = pool(hidden, inputs["attention_mask"], self.config.pooling)
+        # fp32 from here on: at temperature 0.02 a bf16 rounding of a cosine (~0.004) would move
+        # a logit by ~0.2
+        pooled = pool(hidden, inputs["attention_mask"], self.config.pooling).float()
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
         return pooled
@@ -371,8 +373,10 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
     if mode == "mean":
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         # where() rather than multiply: pad positions may hold NaN under some attention kernels
-        summed = torch.where(mask.bool(), hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device)).sum(1)
-        return summed / mask.sum(1).clamp(min=1e-9)
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # sum bf16 states in fp32
+        zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+        summed = torch.where(mask.bool(), hidden, zero).sum(1, dtype=acc)
+        return summed / mask.to(acc).sum(1).clamp(min=1e-9)
     if mode == "cls":
         return hidden[:, 0]
     raise ValueError(f"unknown pooling {mode!r}; expected last, mean or cls")

@@ -43,6 +43,8 @@ class TrainState:
     elapsed_s: float = 0.0
     """Training time before the current attempt."""
     restarts: int = 0
+    started_at: float = 0.0
+    """Wall-clock time the first attempt began training (after setup)."""
     resumed_from: list[int] = field(default_factory=list)
     loss_history: list[list[float]] = field(default_factory=list)
     """[step, mean loss over ranks and the last log window]."""
@@ -250,7 +252,7 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
             final_loss=final_loss, wall_time_s=wall, world_size=ctx.get_world_size(), zero_stage=stage,
             precision=precision_of(setup.ds_config), gradient_accumulation_steps=setup.accumulation,
             restarts=state.restarts, resumed_from=state.resumed_from, loss_history=state.loss_history,
-            started=job["started"], finished=time.time())
+            requested=job["started"], train_started=state.started_at, finished=time.time())
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
         print(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s", flush=True)
     import ray.train
@@ -275,5 +277,6 @@ def train_loop(job: dict[str, Any]) -> None:
     if checkpoint:
         state = load_checkpoint(setup.engine, checkpoint)
         log_rank0(f"[{bag}] resumed from step {state.step} (restart {state.restarts})")
+    state.started_at = state.started_at or time.time()
     final_loss = train_steps(cfg, bag, setup, state, attempt_start)
     export_model(cfg, bag, setup, state, final_loss, attempt_start, job)

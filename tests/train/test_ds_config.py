@@ -1,0 +1,94 @@
+"""The generated DeepSpeed config, the learning-rate schedule and the export request (pure)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from boom_ray.config import RunConfig, TrainConfig
+from boom_ray.train.ds_config import (DeepSpeedConfigError, deepspeed_config, load_user_config, lr_factor,
+                                      precision_of, resolve_precision, warmup_steps)
+from boom_ray.train.export import request_hash, train_request
+from boom_ray.train.launch import max_concurrent_bags, worker_env
+
+
+def test_precision_auto_is_bf16_on_gpu_and_fp32_on_cpu():
+    assert resolve_precision("auto", on_gpu=True) == "bf16"
+    assert resolve_precision("auto", on_gpu=False) == "fp32"
+    assert resolve_precision("bf16", on_gpu=False) == "bf16"
+    with pytest.raises(DeepSpeedConfigError, match="fp16 needs a GPU"):
+        resolve_precision("fp16", on_gpu=False)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_generated_config_carries_stage_batches_and_precision(stage):
+    train = TrainConfig(zero_stage=stage, global_batch_size=64, gradient_accumulation_steps=4)
+    cfg = deepspeed_config(train, world_size=4, micro_batch_per_rank=16, on_gpu=True)
+    assert cfg["zero_optimization"]["stage"] == stage
+    assert cfg["train_batch_size"] == 16 * 4 * 4
+    assert cfg["gradient_accumulation_steps"] == 4
+    assert precision_of(cfg) == "bf16"
+    assert ("stage3_gather_16bit_weights_on_model_save" in cfg["zero_optimization"]) == (stage == 3)
+    assert precision_of(deepspeed_config(train, world_size=1, micro_batch_per_rank=64, on_gpu=False)) == "fp32"
+
+
+def test_user_json_replaces_generated_config_and_auto_takes_generated_values(tmp_path):
+    user_file = tmp_path / "ds.json"
+    user_file.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 2,
+                                     "zero_optimization": {"stage": 3, "reduce_bucket_size": 1000},
+                                     "bf16": {"enabled": "auto"}}))
+    train = TrainConfig(zero_stage=1, gradient_accumulation_steps=1)
+    cfg = deepspeed_config(train, world_size=2, micro_batch_per_rank=8, on_gpu=True,
+                           user=load_user_config(str(user_file)))
+    assert cfg["zero_optimization"] == {"stage": 3, "reduce_bucket_size": 1000}
+    assert cfg["train_micro_batch_size_per_gpu"] == 8
+    assert cfg["gradient_accumulation_steps"] == 2
+    assert cfg["train_batch_size"] == 8 * 2 * 2
+    assert cfg["bf16"] == {"enabled": True}
+    assert "gradient_clipping" not in cfg  # replaced, not merged
+
+
+def test_bad_user_json_names_the_file(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text("{nope")
+    with pytest.raises(DeepSpeedConfigError, match="broken.json"):
+        load_user_config(str(bad))
+    with pytest.raises(DeepSpeedConfigError, match="missing.json"):
+        load_user_config(str(tmp_path / "missing.json"))
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero():
+    total, warm = 100, 10
+    f = [lr_factor(s, total, warm, "linear") for s in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert f[-1] == pytest.approx(1 / 90, abs=1e-9)
+    c = [lr_factor(s, total, warm, "cosine") for s in range(total)]
+    assert c[10] == pytest.approx(1.0) and c[55] == pytest.approx(0.5, abs=0.02)
+    assert lr_factor(100, total, warm, "cosine") == pytest.approx(0.0)
+    assert warmup_steps(TrainConfig(warmup_ratio=0.1), 95) == 10
+    assert lr_factor(0, 10, 0) == 1.0
+
+
+def _cfg(**train):
+    return RunConfig.model_validate({"workdir": "/tmp/w", "corpus": {"path": "/tmp/c"}, "train": train})
+
+
+def test_request_ignores_resources_but_not_what_changes_weights():
+    base = request_hash(train_request(_cfg(), "bag20", {"request": {"ratio": 0.2}}, "fp32"))
+    resources = _cfg(num_workers=4, cpus_per_worker=0.5, max_failures=3, log_every=1, checkpoint_every=7)
+    assert request_hash(train_request(resources, "bag20", {"request": {"ratio": 0.2}}, "fp32")) == base
+    assert request_hash(train_request(_cfg(learning_rate=1e-4), "bag20", {"request": {"ratio": 0.2}}, "fp32")) != base
+    assert request_hash(train_request(_cfg(), "bag20", {"request": {"ratio": 0.4}}, "fp32")) != base
+    assert request_hash(train_request(_cfg(), "bag20", {"request": {"ratio": 0.2}}, "bf16")) != base
+
+
+def test_two_half_cpu_bags_fit_a_two_cpu_node():
+    train = TrainConfig(num_workers=1, cpus_per_worker=0.5)
+    assert max_concurrent_bags(train, {"CPU": 2.0}) == 4
+    assert max_concurrent_bags(TrainConfig(num_workers=2, cpus_per_worker=1), {"CPU": 2.0}) == 1
+    assert max_concurrent_bags(TrainConfig(num_workers=4, cpus_per_worker=1), {"CPU": 2.0}) == 1
+    gpu = TrainConfig(use_gpu=True, num_workers=2, cpus_per_worker=2, gpus_per_worker=1)
+    assert max_concurrent_bags(gpu, {"CPU": 32.0, "GPU": 8.0}) == 4
+    assert worker_env(train)["DS_ACCELERATOR"] == "cpu" and "DS_ACCELERATOR" not in worker_env(gpu)

@@ -270,7 +270,14 @@ class Embedder(torch.nn.Module):
         return int(self.model.config.hidden_size)
 
     def gradient_checkpointing_enable(self) -> None:
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        """Recompute layer activations in the backward pass (memory for time); non-reentrant so
+        that it works with inputs that need no grad and with DeepSpeed ZeRO-3."""
+        kwargs = {"use_reentrant": False}
+        model = self.model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     # ------------------------------------------------------------------ tokenize / forward
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:

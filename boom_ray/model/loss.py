@@ -88,7 +88,8 @@ def info_nce_loss(q: Tensor, p: Tensor, temperature: float, in_batch: Tensor | N
     q: [B, d] normalised query embeddings. p: [B*G, d] normalised passages, row i's group at
     ``p[i*G:(i+1)*G]`` with its positive first. temperature: logits are cosine / temperature.
     in_batch: [B] bool, whether row i also competes against other rows' passages (default all
-    True). gather: take other rows' passages from every rank (see module docstring)."""
+    True). gather: take other rows' passages from every rank (see module docstring); every rank
+    must then pass the same B and G, and call it at the same step (it is a collective)."""
     b = q.shape[0]
     if b == 0 or p.shape[0] % b:
         raise ValueError(f"info_nce_loss: {p.shape[0]} passages cannot be split into groups for {b} queries")

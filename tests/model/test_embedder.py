@@ -124,6 +124,34 @@ def test_forward_is_differentiable(qwen):
     qwen.model.zero_grad(set_to_none=True)
 
 
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_qwen3_path):
+    feats = None
+    grads = []
+    for checkpointing in (False, True):
+        emb = Embedder.from_pretrained(str(tiny_qwen3_path))
+        if checkpointing:
+            emb.gradient_checkpointing_enable()
+        assert emb.model.is_gradient_checkpointing == checkpointing
+        emb.train()
+        feats = feats or emb.tokenize(["hello world", "cats and dogs"], max_length=16)
+        emb(feats).pow(2).sum(-1).mul(torch.tensor([1.0, -2.0])).sum().backward()
+        grads.append(emb.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_bf16_weights_give_fp32_embeddings_close_to_fp32(qwen, tiny_qwen3_path):
+    half = Embedder.from_pretrained(str(tiny_qwen3_path), dtype=torch.bfloat16, max_doc_length=64)
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    feats = half.tokenize(TEXTS[:4], max_length=32)
+    with torch.no_grad():
+        out = half(feats)
+        ref = qwen(feats)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=-1), torch.ones(4))
+    assert (out * ref).sum(-1).min() > 0.98  # same direction up to bf16 rounding
+
+
 def test_encode_restores_order_and_does_not_depend_on_batching(qwen):
     one_batch = qwen.encode(TEXTS, batch_size=64)
     small = qwen.encode(TEXTS, batch_size=2)

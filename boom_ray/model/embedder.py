@@ -121,11 +121,12 @@ def _adds_eos(tokenizer) -> bool:
     return bool(last) and last[0] in ends
 
 
-def _patch_eos(tokenizer) -> bool:
-    """Make a fast tokenizer append EOS itself; False when it cannot (slow tokenizers)."""
+def _patch_eos(tokenizer) -> str | None:
+    """Make a fast tokenizer append EOS itself. Returns how ("flag": transformers' own
+    ``add_eos_token``; "template": a post-processor template), or None when it cannot."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or tokenizer.eos_token is None:
-        return False
+        return None
     from tokenizers import processors
 
     eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
@@ -138,7 +139,7 @@ def _patch_eos(tokenizer) -> bool:
         try:
             tokenizer.add_eos_token = True
             if tokenizer("a")["input_ids"] == before + [eos_id]:
-                return True
+                return "flag"
         except (AttributeError, TypeError, ValueError):
             pass
         object.__setattr__(tokenizer, "_add_eos_token", False)
@@ -147,9 +148,9 @@ def _patch_eos(tokenizer) -> bool:
     for candidate in candidates:
         backend.post_processor = candidate
         if tokenizer("a")["input_ids"] == before + [eos_id]:
-            return True
+            return "template"
     backend.post_processor = current
-    return False
+    return None
 
 
 def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | None) -> dict[str, Any]:
@@ -205,10 +206,12 @@ class Embedder(torch.nn.Module):
         self.config = config
         self.do_lower_case = do_lower_case
         self._manual_eos = False
+        self._eos_patch: str | None = None
         # last: every row must end at the same position; cls/mean: position 0 must be real
         tokenizer.padding_side = "left" if config.pooling == "last" else "right"
-        if config.pooling == "last":
-            if not _adds_eos(tokenizer) and not _patch_eos(tokenizer):
+        if config.pooling == "last" and not _adds_eos(tokenizer):
+            self._eos_patch = _patch_eos(tokenizer)
+            if self._eos_patch is None:
                 if tokenizer.eos_token_id is None:
                     raise ModelLoadError("last-token pooling needs a tokenizer with an eos_token")
                 self._manual_eos = True
@@ -360,9 +363,9 @@ class Embedder(torch.nn.Module):
         try:
             self.model.save_pretrained(tmp, state_dict=state_dict, max_shard_size=max_shard_size)
             self.tokenizer.save_pretrained(tmp)
+            # a loader that rebuilds the post-processor from flags must keep the EOS we added
             _patch_tokenizer_config(tmp, padding_side=self.tokenizer.padding_side,
-                                    add_eos_token=True if self.config.pooling == "last" and
-                                    self.tokenizer.eos_token_id is not None and not self._manual_eos else None)
+                                    add_eos_token=True if self._eos_patch == "flag" else None)
             write_sentence_transformers_files(tmp, self)
             _replace_dir(tmp, target)
         except BaseException:

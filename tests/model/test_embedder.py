@@ -81,7 +81,7 @@ def test_eos_patch_keeps_a_bos(tiny_qwen3_path):
     tok = AutoTokenizer.from_pretrained(str(tiny_qwen3_path), bos_token="<|endoftext|>")
     tok.add_bos_token = True  # Llama-style: BOS first
     body = tok("a cat", add_special_tokens=False)["input_ids"]
-    assert _patch_eos(tok)
+    assert _patch_eos(tok) == "flag"
     assert tok("a cat")["input_ids"] == [tok.bos_token_id, *body, tok.eos_token_id]
 
 
@@ -214,6 +214,10 @@ def test_saved_files(qwen, qwen_saved):
     assert st_cfg["prompts"]["query"] == qwen.query_prompt and st_cfg["default_prompt_name"] is None
     assert json.loads((qwen_saved / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
     assert json.loads((qwen_saved / "tokenizer_config.json").read_text())["padding_side"] == "left"
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(str(qwen_saved))  # what any HF / ST user gets
+    assert plain("a cat")["input_ids"][-1] == plain.eos_token_id and plain.padding_side == "left"
     assert (qwen_saved / "model.safetensors").is_file() and (qwen_saved / "config.json").is_file()
     assert not [p for p in qwen_saved.parent.iterdir() if p.name.startswith(".")]  # no temp left
 

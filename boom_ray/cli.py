@@ -62,6 +62,9 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name in ("eval", "embed"):
         p.add_argument("--model", required=True, metavar="DIR", help="model directory")
         p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--num-encoders", type=int, default=1, help="encoder actors on Ray Data (scale out)")
+        p.add_argument("--encoder-cpus", type=float, default=1.0, help="CPUs per encoder actor")
+        p.add_argument("--encoder-gpus", type=float, default=0.0, help="GPUs per encoder actor")
     if name == "eval":
         p.add_argument("--suite", action="append", required=True, metavar="DIR", help="suite directory (repeatable)")
         p.add_argument("--out", metavar="results.json", help="write results as JSON")

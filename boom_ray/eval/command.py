@@ -15,10 +15,15 @@ from boom_ray.eval.results import format_table
 from boom_ray.storage import exists, resolve, staged_dir, write_json
 
 
+def _eval_cfg(args: argparse.Namespace) -> EvalConfig:
+    return EvalConfig(batch_size=args.batch_size, num_encoders=getattr(args, "num_encoders", 1),
+                      encoder_cpus=getattr(args, "encoder_cpus", 1.0), encoder_gpus=getattr(args, "encoder_gpus", 0.0))
+
+
 def eval_main(args: argparse.Namespace) -> int:
     from boom_ray.eval.evaluate import evaluate_model
 
-    eval_cfg = EvalConfig(batch_size=args.batch_size)
+    eval_cfg = _eval_cfg(args)
     results = evaluate_model(args.model, args.suite, eval_cfg, default_domain=args.domain,
                              default_instruction=args.instruction, show_progress=True)
     print(format_table(results))
@@ -73,7 +78,7 @@ def embed_main(args: argparse.Namespace) -> int:
             raise EmbedInputError(f"{args.input}: no column {field!r} (columns: {columns}); "
                                   "see --id-field / --text-field")
     ds = ds.select_columns([args.id_field, args.text_field])
-    eval_cfg = EvalConfig(batch_size=args.batch_size)
+    eval_cfg = _eval_cfg(args)
     ds = map_encoders(ds, args.model, eval_cfg, text_col=args.text_field, keep=[args.id_field], prompt=args.prompt)
     with staged_dir(out_fs, out_path, replace=False) as tmp:
         ds.write_parquet(tmp, filesystem=out_fs)

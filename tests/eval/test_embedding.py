@@ -35,7 +35,7 @@ def test_boom_embed_jsonl_to_parquet(ray_session, minilm_path, tmp_path):
     src.write_text("".join(json.dumps({"_id": f"d{i}", "text": t, "extra": i}) + "\n" for i, t in enumerate(TEXTS[:20])))
     out = tmp_path / "vectors"
     assert boom(["embed", "--model", str(minilm_path), "--input", str(src), "--output", str(out),
-                 "--batch-size", "8"]) == 0
+                 "--batch-size", "8", "--encoder-cpus", "0.5"]) == 0
     table = pq.read_table(out)
     assert set(table.column_names) == {"_id", "vector"}
     got = dict(zip(table.column("_id").to_pylist(), np.asarray(table.column("vector").to_pylist(), dtype=np.float32)))

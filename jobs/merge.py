@@ -1,0 +1,23 @@
+"""Merge the run's bag models (or a mergekit YAML with --out DIR) in a streaming Ray task.
+
+Submit it to a running cluster (the upload honours .gitignore, so .venv and outputs stay home):
+
+    ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
+        python jobs/merge.py --config jobs/configs/demo.yaml [--force]
+
+It takes the same flags as `boom merge` and runs the same code, in the cluster the job runs in.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _job import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("merge", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

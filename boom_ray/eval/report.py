@@ -99,7 +99,7 @@ def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any
     """Results per model key, evaluating only models whose cached results are missing or stale."""
     if not cfg.eval.suites:
         raise BoomError("eval.suites is empty in the run config: there is nothing to evaluate")
-    load_suites(cfg.eval.suites)  # fail on a broken suite before any model is loaded
+    suites = load_suites(cfg.eval.suites)  # read once; a broken suite fails before any model loads
     fs, workdir = resolve(cfg.workdir)
     eval_fp = eval_fingerprint(cfg)
     out = {}
@@ -113,7 +113,7 @@ def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any
             continue
         print(f"evaluating {model.label} ({model.path})")
         model_cfg = cfg.model if model.kind == "base" else None
-        results = evaluate_model(model.path, cfg.eval.suites, cfg.eval, model_cfg=model_cfg, show_progress=True)
+        results = evaluate_model(model.path, suites, cfg.eval, model_cfg=model_cfg, show_progress=True)
         write_json(fs, cache, {"model": model.path, "fingerprint": fp, "eval_fingerprint": eval_fp,
                                "results": results})
         out[model.key] = results

@@ -29,7 +29,7 @@ def test_retrieval_by_hand(tmp_path, kit):
     out = evaluate_suite(suite, enc)
     # q1 ranks d1 (1.0), d2 (0.8), d3 (0), d4 (-1); relevant d2 (grade 1), d3 (grade 2).
     ndcg_q1 = (1 / log2(3) + 2 / log2(4)) / (2 / log2(2) + 1 / log2(3))
-    # q2 ranks d3 (1.0), d2 (0.6), then d1 and d4 tie at 0 (first seen first); relevant d4 at rank 4.
+    # q2 ranks d3 (1.0), d2 (0.6), then d1 and d4 tie at 0 (lower corpus index first); relevant d4 at rank 4.
     ndcg_q2 = (1 / log2(5)) / 1.0
     # q3 has only a grade-0 judgement: left out. q4 has no qrels: never embedded.
     assert out["metrics"]["num_queries"] == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import posixpath
+import re
 import sys
 import threading
 import time
@@ -115,13 +116,15 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
 def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     """What one bag's workers need, and the request its export will carry."""
     from boom_ray.data.bags import bag_dir, read_manifest
-    from boom_ray.train.ds_config import resolve_precision
+    from boom_ray.train.ds_config import load_user_config, resolve_precision
     from boom_ray.train.export import request_hash, train_request
 
     uri = bag_dir(cfg.workdir, bag)
     manifest = read_manifest(uri)
     if manifest is None:
         raise BoomError(f"{uri}: bag {bag} does not exist or is unfinished; run `boom bag --config ...` first")
+    if cfg.train.deepspeed_config:
+        load_user_config(cfg.train.deepspeed_config)  # a broken file fails here, not in every worker
     request = train_request(cfg, bag, manifest, resolve_precision(cfg.train.precision, cfg.train.use_gpu))
     return {"config": cfg.model_dump(mode="json"), "bag": bag, "bag_uri": uri, "request": request,
             "request_hash": request_hash(request), "started": time.time()}
@@ -153,12 +156,21 @@ def train_bag(cfg: RunConfig, bag: str, storage_path: str) -> BagResult:
         return BagResult(bag, "failed", error=message, started=started, finished=time.time())
 
 
+_CAUSE_RE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
 def _short_error(exc: BaseException) -> str:
+    """One line naming the cause: Ray wraps worker errors in tracebacks, the innermost
+    ``SomeError: message`` line is the one a user can act on."""
+    if isinstance(exc, BoomError):
+        return str(exc)[:500]
     text = str(exc).strip() or type(exc).__name__
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    # Ray wraps worker errors in long tracebacks; the last line names the cause.
-    tail = lines[-1] if lines else text
-    return f"{type(exc).__name__}: {tail}"[:500]
+    causes = [m for m in map(_CAUSE_RE.match, text.splitlines()) if m]
+    if causes:
+        name, message = causes[-1].groups()
+        return f"{name}: {message}"[:500]
+    first = next((ln for ln in text.splitlines() if ln.strip()), text)
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 def _remove_run_dir(storage_path: str, name: str) -> None:

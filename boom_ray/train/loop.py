@@ -44,6 +44,8 @@ class TrainState:
     """Training time before the current attempt."""
     restarts: int = 0
     started_at: float = 0.0
+    loop_s: float = 0.0
+    """Seconds spent in the step loop (data, forward, backward, optimizer), all attempts."""
     """Wall-clock time the first attempt began training (after setup)."""
     resumed_from: list[int] = field(default_factory=list)
     loss_history: list[list[float]] = field(default_factory=list)
@@ -203,6 +205,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
     window_loss, window_n, window_tokens = 0.0, 0, 0
     final_loss = state.loss_history[-1][1] if state.loss_history else None
     batches = feed.iterate(state.step * ga, total * ga)
+    loop_start, loop_base = time.monotonic(), state.loop_s
     for micro in batches:
         q = engine(micro.query_features)
         p = engine(micro.passage_features)
@@ -219,6 +222,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
         is_ckpt = state.step % cfg.train.checkpoint_every == 0 and state.step < total
         if not (is_log or is_ckpt):
             continue
+        state.loop_s = loop_base + time.monotonic() - loop_start
         loss_sum, n, tokens = _all_reduce([window_loss, window_n, window_tokens])
         final_loss = loss_sum / max(n, 1)
         state.tokens += int(tokens)
@@ -227,7 +231,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
         elapsed = state.elapsed_s + time.monotonic() - attempt_start
         lr = engine.get_lr()[0] if engine.get_lr() else None
         log_rank0(f"[{bag}] step {state.step}/{total} loss {final_loss:.4f} lr {lr:.3g} "
-                  f"tokens {state.tokens:,} ({state.tokens / max(elapsed, 1e-9):,.0f} tok/s)")
+                  f"tokens {state.tokens:,} ({state.tokens / max(state.loop_s, 1e-9):,.0f} tok/s in the loop)")
         if is_ckpt:
             snapshot = TrainState(**{**asdict(state), "elapsed_s": elapsed})
             report_and_checkpoint(engine, snapshot, {"step": state.step, "loss": final_loss,
@@ -251,7 +255,8 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
             bag=bag, request=job["request"], digest=job["request_hash"], steps=state.step, tokens=state.tokens,
             final_loss=final_loss, wall_time_s=wall, world_size=ctx.get_world_size(), zero_stage=stage,
             precision=precision_of(setup.ds_config), gradient_accumulation_steps=setup.accumulation,
-            restarts=state.restarts, resumed_from=state.resumed_from, loss_history=state.loss_history,
+            loop_time_s=round(state.loop_s, 3), restarts=state.restarts, resumed_from=state.resumed_from,
+            loss_history=state.loss_history,
             requested=job["started"], train_started=state.started_at, finished=time.time())
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
         print(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s", flush=True)

@@ -10,8 +10,9 @@
    worst tensor reported (target <= 1e-5).
 2. Big: five random checkpoints with Qwen3-4B shapes but 4 layers (hidden 2560, intermediate
    9728, 32 heads, 8 KV heads, head dim 128, vocab 151936, tied embeddings; bfloat16 in 1 GB
-   shards, ~1.6 GB each), merged by multislerp with weights 0.2 ... 1.0 (YAML: dtype float32,
-   out_dtype bfloat16, so both tools compute in float32 and write bfloat16). Each run measures,
+   shards, ~1.6 GB each), merged by multislerp with weights 0.2 ... 1.0 from one YAML (dtype
+   bfloat16: mergekit computes in bfloat16, boom-ray in float32; both write bfloat16). Each run
+   starts with `sync` (no dirty pages; the inputs stay in the page cache) and measures,
    in this order: the I/O floor (read every input file, write an output of the merged size,
    plain file I/O with a 64 MiB buffer), `boom merge` and `mergekit-yaml`, each a subprocess
    under `/usr/bin/time -v` (wall time, peak RSS). Medians over `--runs`.
@@ -236,6 +237,13 @@ def equality(mergekit: Path) -> dict:
 
 # ---------------------------------------------------------------- big benchmark
 
+def available_gib() -> float:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
 def io_floor(inputs: list[Path], out_bytes: int, out_file: Path) -> float:
     """Seconds to read every input file and write `out_bytes`, plain file I/O, 64 MiB buffer."""
     buf = bytearray(64 << 20)
@@ -269,16 +277,23 @@ def big(mergekit: Path, runs: int, budget: str, keep: bool) -> dict:
             print(f"generated {m.name}: {sizes[-1] / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
         else:
             sizes.append(json.loads((m / "model.safetensors.index.json").read_text())["metadata"]["total_size"])
-    cfg = {"merge_method": "multislerp", "dtype": "float32", "out_dtype": "bfloat16",
+    # dtype bfloat16: mergekit computes in it (boom-ray always computes in float32). With dtype
+    # float32 mergekit 0.1.5 was OOM-killed at 22 GB of anonymous RSS on this 24 GiB machine.
+    cfg = {"merge_method": "multislerp", "dtype": "bfloat16",
            "models": [{"model": str(m), "parameters": {"weight": w}} for m, w in zip(models, [0.2, 0.4, 0.6, 0.8, 1.0])]}
     ypath = work / "multislerp.yaml"
     ypath.write_text(yaml.safe_dump(cfg))
     rows = {"floor": [], "boom": [], "mergekit": []}
     for r in range(runs):
+        os.sync()  # every measurement starts without dirty pages; inputs stay in the page cache
         rows["floor"].append({"wall_s": io_floor(models, sizes[0], work / "floor.bin")})
+        os.sync()
         rows["boom"].append(timed([*BOOM, str(ypath), "--out", str(work / "out-boom"), "--force",
                                    "--set", f"memory_budget={budget}"]))
         shutil.rmtree(work / "out-mk", ignore_errors=True)
+        os.sync()
+        if available_gib() < 15:
+            raise SystemExit(f"only {available_gib():.1f} GiB available: mergekit needs about 17 GiB here")
         rows["mergekit"].append(timed([str(mergekit), str(ypath), str(work / "out-mk"), "--quiet"]))
         print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" + (f" {v[-1]['rss_mib']:.0f} MiB" if 'rss_mib' in v[-1] else "")
                                           for k, v in rows.items()), flush=True)

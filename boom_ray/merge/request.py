@@ -80,10 +80,10 @@ def _model_path(ref: Any, yaml_dir: str, where: str) -> str:
         raise MergeRequestError(f"{where}: expected a model path, got {ref!r}")
     if "+" in ref and not os.path.exists(ref):
         raise MergeRequestError(f"{where}: LoRA references ({ref!r}) are not supported; merge the adapter first")
-    if "://" in ref or os.path.isabs(ref) or os.path.exists(ref):
+    if "://" in ref or os.path.exists(ref):
         return ref
     beside = os.path.join(yaml_dir, ref)
-    if os.path.exists(beside):
+    if not os.path.isabs(ref) and os.path.exists(beside):
         return beside
     raise MergeRequestError(f"{where}: model {ref!r} not found (hub ids cannot be downloaded here; give a local "
                             "directory or a URI)")

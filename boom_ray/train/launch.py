@@ -130,14 +130,15 @@ def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
             "request_hash": request_hash(request), "started": time.time()}
 
 
-def train_bag(cfg: RunConfig, bag: str, storage_path: str) -> BagResult:
-    """Train one bag to its export (blocking); never raises, the result says what happened."""
+def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False) -> BagResult:
+    """Train one bag to its export (blocking); never raises, the result says what happened.
+    `force` retrains even when a matching export exists (`boom run --from train`)."""
     from boom_ray.train.export import export_matches, model_dir, read_export_manifest
 
     started = time.time()
     try:
         job = prepare_job(cfg, bag)
-        if export_matches(cfg.workdir, bag, job["request_hash"]):
+        if not force and export_matches(cfg.workdir, bag, job["request_hash"]):
             m = read_export_manifest(cfg.workdir, bag) or {}
             return BagResult(bag, "skipped", m.get("steps"), m.get("tokens_seen"), m.get("final_loss"),
                              m.get("wall_time_s"), export=model_dir(cfg.workdir, bag))
@@ -182,7 +183,8 @@ def _remove_run_dir(storage_path: str, name: str) -> None:
         log.warning("could not remove %s/%s: %s", storage_path, name, exc)
 
 
-def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None) -> list[BagResult]:
+def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None,
+               force: bool = False) -> list[BagResult]:
     """Train `bags` (default: every bag of the run) concurrently; results in bag order."""
     import ray
 
@@ -197,7 +199,7 @@ def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: in
     results: dict[str, BagResult] = {}
     with cf.ThreadPoolExecutor(max_workers=min(max_concurrent, len(names)) or 1,
                                thread_name_prefix="boom-train") as pool:
-        futures = {pool.submit(train_bag, cfg, name, storage_path): name for name in names}
+        futures = {pool.submit(train_bag, cfg, name, storage_path, force): name for name in names}
         for fut in cf.as_completed(futures):
             with lock:
                 results[futures[fut]] = fut.result()

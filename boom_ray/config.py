@@ -180,6 +180,8 @@ class EvalConfig(Strict):
     """Size of the Ray Data actor pool that embeds big corpora."""
     encoder_cpus: float = Field(1.0, gt=0)
     encoder_gpus: float = Field(0.0, ge=0)
+    ray_min_texts: int = Field(2048, ge=0)
+    """Inputs of at least this many texts are embedded by the Ray Data actor pool; smaller ones in-process."""
 
 
 class SweepConfig(Strict):
@@ -197,12 +199,17 @@ class SweepConfig(Strict):
 
 
 class UpdateConfig(Strict):
+    """`boom update`: the run's `corpus` is the NEW data; this section names what came before."""
+
     current_model: str
+    """The model to update (a boom-ray / sentence-transformers model directory)."""
     old_corpus: str
-    new_corpus: str
+    """The corpus the current model was trained on."""
     history_ratio: float = Field(0.4, gt=0.0, le=1.0)
+    """Fraction of the old corpus, stratified by task, mixed into the update's training data."""
     merge_weights: tuple[float, float] | None = None
-    """(current, update) weights; default: the two corpora's sizes in millions of rows."""
+    """(current, update) multislerp weights; default: the old and new corpora's sizes in millions
+    of rows (2.8 and 4.3 in the reference)."""
 
 
 class RayConfig(Strict):

@@ -1,0 +1,316 @@
+"""`boom sweep`: Ray Tune over the merge weights of a run's bags, scored on its dev suites.
+
+    boom sweep --config run.yaml [--set sweep.num_samples=16]
+
+Each trial merges the bag exports (`<workdir>/models/<bag>/`) with its own per-bag weights (and
+method, when `sweep.methods` names several), streams the merge into its trial directory under
+`<workdir>/sweep/<experiment>/`, evaluates it on `eval.dev_suites` and reports
+`sweep.objective`. Trials reserve `sweep.trial_cpus` CPUs (plus the merge's memory), so Tune runs
+as many at once as the cluster holds, at most `sweep.max_concurrent`.
+
+The experiment name is a hash of everything that defines the sweep (search space, bags, suites,
+objective, merge settings): re-running the same sweep after an interruption restores it
+(`Tuner.restore`, errored trials resumed) and only runs what is missing; a changed sweep starts a
+new experiment. At the end the best trial's model is moved (temp name + rename) to
+`<workdir>/sweep/best/` with `sweep.json` inside (objective, mode, score, weights, method), and
+the other trial models are deleted unless `sweep.keep_trial_models`.
+
+Search: `grid` tries every combination of `sweep.weight_grid` (default: the two ends of
+`sweep.weight_range`) per bag, once (num_samples is ignored: merges are deterministic);
+`random` draws `num_samples` points, uniform in `weight_range` (or from `weight_grid` when
+given); `optuna` / `hyperopt` use Tune's wrappers of those libraries (installed separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import posixpath
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from boom_ray import storage
+from boom_ray.cli_support import config_from_args
+from boom_ray.config import MergeSpec, RunConfig
+from boom_ray.errors import BoomError
+from boom_ray.merge.command import bag_dirs, is_done, run_requests
+from boom_ray.merge.methods import get_method
+from boom_ray.merge.request import MergeRequest
+
+METRIC = "score"
+BEST = "best"
+SWEEP_JSON = "sweep.json"
+TRIAL_MODEL = "model"
+
+
+class SweepError(BoomError):
+    """A sweep that cannot run or finish; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------- pure parts
+def _absolute(cfg: RunConfig) -> RunConfig:
+    """The config with local paths made absolute: Tune runs trials in their own working dirs."""
+    def local(path: str) -> str:
+        return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    model_path = cfg.model.name_or_path
+    if os.path.exists(model_path):
+        model_path = local(model_path)
+    return cfg.model_copy(update={
+        "workdir": local(cfg.workdir),
+        "model": cfg.model.model_copy(update={"name_or_path": model_path}),
+        "eval": cfg.eval.model_copy(update={"dev_suites": [
+            s.model_copy(update={"path": local(s.path)}) for s in cfg.eval.dev_suites]}),
+    })
+
+
+def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> MergeRequest:
+    """The request of one trial: the bags with these weights, merged by `method`.
+
+    Base model, parameters and dtype come from the first `merge.merges` entry of that method;
+    a method that needs a base and has none there merges on top of `model.name_or_path`."""
+    template = next((m for m in cfg.merge.merges if m.method == method), None)
+    base = template.base_model if template else None
+    if base is None and get_method(method).base == "required":
+        from boom_ray.model.embedder import resolve_model_path
+
+        base = resolve_model_path(cfg.model.name_or_path)
+    spec = MergeSpec(name="sweep-trial", method=method, weights=weights, base_model=base,
+                     parameters=dict(template.parameters) if template else {},
+                     dtype=template.dtype if template else None)
+    one = cfg.model_copy(update={"merge": cfg.merge.model_copy(update={"merges": [spec]})})
+    return run_requests(one)[0][1]
+
+
+def check_methods(cfg: RunConfig, bags: list[str]) -> None:
+    """Fail before Tune starts when a method cannot merge these bags (base, counts, parameters)."""
+    for method in cfg.sweep.methods:
+        request = merge_request(cfg, method, {b: 1.0 for b in bags})
+        try:
+            get_method(method).validate(len(request.models), request.base_model is not None,
+                                        request.parameters, [m.parameters for m in request.models])
+        except BoomError as exc:
+            raise SweepError(f"sweep.methods: {method} cannot merge bags {bags}: {exc}") from None
+
+
+def default_grid(cfg: RunConfig) -> list[float]:
+    lo, hi = cfg.sweep.weight_range
+    return list(cfg.sweep.weight_grid or ([lo] if lo == hi else [lo, hi]))
+
+
+def search_space(cfg: RunConfig, bags: list[str]) -> dict[str, Any]:
+    """Tune param space: {"method": ..., "weights": {bag: ...}} as `sweep.search` asks."""
+    from ray import tune
+
+    sweep, methods = cfg.sweep, list(cfg.sweep.methods)
+    lo, hi = sweep.weight_range
+    if lo > hi or lo < 0:
+        raise SweepError(f"sweep.weight_range: expected 0 <= low <= high, got {list(sweep.weight_range)}")
+    if sweep.search == "grid":
+        grid = default_grid(cfg)
+        weights = {b: tune.grid_search(grid) for b in bags}
+        method = tune.grid_search(methods) if len(methods) > 1 else methods[0]
+    else:
+        if sweep.weight_grid and sweep.search == "random":
+            weights = {b: tune.choice(list(sweep.weight_grid)) for b in bags}
+        else:
+            weights = {b: tune.uniform(lo, hi) if hi > lo else lo for b in bags}
+        method = tune.choice(methods) if len(methods) > 1 else methods[0]
+    return {"method": method, "weights": weights}
+
+
+def searcher(cfg: RunConfig):
+    """Tune search algorithm for optuna / hyperopt (None for grid and random)."""
+    sweep = cfg.sweep
+    if sweep.search in ("grid", "random"):
+        return None
+    try:
+        if sweep.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch as Search
+            import optuna  # noqa: F401
+        else:
+            from ray.tune.search.hyperopt import HyperOptSearch as Search
+            import hyperopt  # noqa: F401
+    except ImportError:
+        raise SweepError(f"sweep.search={sweep.search} needs the {sweep.search} package "
+                         f"(pip install {sweep.search}); or use search: random / grid") from None
+    alg = Search(metric=METRIC, mode=sweep.mode)
+    if sweep.max_concurrent:
+        from ray.tune.search import ConcurrencyLimiter
+
+        alg = ConcurrencyLimiter(alg, max_concurrent=sweep.max_concurrent)
+    return alg
+
+
+def sweep_key(cfg: RunConfig, bags: dict[str, tuple[str, float]]) -> str:
+    """Hash of what defines the sweep: same key = same experiment, which a re-run resumes."""
+    what = {"sweep": cfg.sweep.model_dump(exclude={"keep_trial_models", "max_concurrent", "trial_cpus"}),
+            "bags": {b: p for b, (p, _) in sorted(bags.items())},
+            "dev_suites": [s.model_dump() for s in cfg.eval.dev_suites],
+            "merges": [m.model_dump() for m in cfg.merge.merges if m.method in cfg.sweep.methods],
+            "base": cfg.model.name_or_path}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def format_trials(trials: list[dict[str, Any]], bags: list[str], objective: str) -> str:
+    """Aligned text table: one row per trial, best first."""
+    header = ["trial", "method", *bags, objective, "status"]
+    rows = [[t["trial"], t["method"] or "-", *(f"{t['weights'][b]:.4f}" if b in t["weights"] else "-" for b in bags),
+             "-" if t["score"] is None else f"{t['score']:.4f}", t["status"]] for t in trials]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ the trial
+def make_trainable(cfg: RunConfig, experiment_uri: str):
+    """The Tune function trainable of this sweep (a closure: cloudpickled with `cfg`)."""
+
+    def sweep_trial(config: dict[str, Any]) -> None:
+        import torch
+        from ray import tune
+
+        from boom_ray.eval.evaluate import evaluate_model
+        from boom_ray.eval.results import score
+        from boom_ray.merge.task import merge
+
+        torch.set_num_threads(max(1, int(cfg.sweep.trial_cpus)))
+        weights = {b: float(w) for b, w in config["weights"].items()}
+        request = merge_request(cfg, config["method"], weights)
+        # the trial's directory on the sweep's storage (Tune's local trial dir may be on another node)
+        out = storage.join(experiment_uri, posixpath.basename(tune.get_context().get_trial_dir().rstrip("/")),
+                           TRIAL_MODEL)
+        if not is_done(out, request):  # a restored trial whose merge finished keeps it
+            merge(request, out, cfg.merge, force=True, progress=False)
+        results = evaluate_model(out, cfg.eval.dev_suites, cfg.eval)
+        tune.report({METRIC: score(results, cfg.sweep.objective), "model": out, "method": config["method"],
+                     **{f"weight/{b}": w for b, w in weights.items()}})
+
+    return sweep_trial
+
+
+# ------------------------------------------------------------------------------------- driver
+def _trial_rows(result_grid, bags: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for r in result_grid:
+        m = r.metrics or {}
+        conf = r.config or {}
+        rows.append({"trial": m.get("trial_id") or posixpath.basename(r.path),
+                     "method": conf.get("method"),
+                     "weights": {b: float(conf.get("weights", {}).get(b)) for b in bags
+                                 if conf.get("weights", {}).get(b) is not None},
+                     "score": m.get(METRIC) if r.error is None else None,
+                     "model": m.get("model"),
+                     "status": "error" if r.error is not None else ("done" if METRIC in m else "no result"),
+                     "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:300]})
+    return rows
+
+
+def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict[str, Any]) -> str:
+    """Put the best model at `<sweep_root>/best/` (temp + rename) with sweep.json; returns its URI."""
+    fs, root = storage.resolve(sweep_root)
+    final = storage.join(root, BEST)
+    current = storage.read_json_or_none(fs, storage.join(final, SWEEP_JSON))
+    if current is not None and {k: current.get(k) for k in ("experiment", "trial")} == \
+            {k: info[k] for k in ("experiment", "trial")}:
+        return storage.join(sweep_root, BEST)  # already kept by an earlier run of this sweep
+    tmp = storage.temp_name(final)
+    src_fs, src = storage.resolve(best["model"]) if best.get("model") else (fs, "")
+    try:
+        if src and storage.is_dir(src_fs, src) and type(src_fs) is type(fs):
+            if cfg.sweep.keep_trial_models:
+                pafs.copy_files(src, tmp, source_filesystem=src_fs, destination_filesystem=fs)
+            else:
+                storage.move_dir(fs, src, tmp)
+        else:  # the trial model went missing (an earlier interrupted finish): merge it again
+            from boom_ray.merge.task import merge
+
+            merge(merge_request(cfg, best["method"], best["weights"]), storage.join(sweep_root, posixpath.basename(tmp)),
+                  cfg.merge, force=True, progress=False)
+        storage.write_json(fs, storage.join(tmp, SWEEP_JSON), info)
+        if storage.exists(fs, final):
+            storage.remove(fs, final)
+        storage.move_dir(fs, tmp, final)
+    except BaseException:
+        storage.remove(fs, tmp)
+        raise
+    return storage.join(sweep_root, BEST)
+
+
+def run_sweep(cfg: RunConfig) -> dict[str, Any]:
+    """Run (or resume) the sweep of `cfg`; returns a summary: experiment, objective, mode, best
+    (trial, method, weights, score, model), trials (one dict per trial)."""
+    from ray import tune
+
+    from boom_ray.eval.evaluate import load_suites
+    from boom_ray.ray_runtime import init_ray
+
+    cfg = _absolute(cfg)
+    if not cfg.eval.dev_suites:
+        raise SweepError("eval.dev_suites is empty: the sweep scores each merge on dev suites; list at least one")
+    load_suites(cfg.eval.dev_suites)  # a broken suite fails now, not in every trial
+    bags = bag_dirs(cfg)
+    fs_missing = [f"{b} ({p})" for b, (p, _) in bags.items() if not storage.is_dir(*storage.resolve(p))]
+    if fs_missing:
+        raise SweepError(f"bag models not found: {', '.join(fs_missing)}; train the bags first (boom train)")
+    names = list(bags)
+    check_methods(cfg, names)
+    space = search_space(cfg, names)
+    alg = searcher(cfg)
+
+    sweep_root = storage.join(cfg.workdir, "sweep")
+    name = f"sweep-{sweep_key(cfg, bags)}"
+    experiment = storage.join(sweep_root, name)
+    fs, root = storage.resolve(sweep_root)
+    fs.create_dir(root, recursive=True)
+
+    init_ray(cfg.ray)
+    memory = cfg.merge.memory or 2 * cfg.merge.memory_budget
+    trainable = tune.with_resources(make_trainable(cfg, experiment), {"cpu": cfg.sweep.trial_cpus, "memory": memory})
+    if tune.Tuner.can_restore(experiment):
+        print(f"resuming sweep {experiment}")
+        tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=cfg.sweep.mode, search_alg=alg,
+                num_samples=1 if cfg.sweep.search == "grid" else cfg.sweep.num_samples,
+                max_concurrent_trials=None if alg is not None else cfg.sweep.max_concurrent),
+            run_config=tune.RunConfig(name=name, storage_path=sweep_root, verbose=1))
+    grid = tuner.fit()
+
+    trials = _trial_rows(grid, names)
+    done = [t for t in trials if t["status"] == "done"]
+    sign = 1 if cfg.sweep.mode == "max" else -1
+    trials.sort(key=lambda t: (t["score"] is None, -sign * (t["score"] or 0.0), t["trial"]))  # ties: first trial
+    print(format_trials(trials, names, cfg.sweep.objective))
+    for t in trials:
+        if t["error"]:
+            print(f"trial {t['trial']} failed: {t['error']}")
+    if not done:
+        raise SweepError(f"no trial of {experiment} finished; see the errors above (and the trial logs there)")
+    best = trials[0]
+    info = {"objective": cfg.sweep.objective, "mode": cfg.sweep.mode, "score": best["score"],
+            "weights": best["weights"], "method": best["method"], "trial": best["trial"],
+            "experiment": experiment, "trials": len(trials), "finished": len(done)}
+    best_uri = _keep_best(cfg, best, sweep_root, info)
+    if not cfg.sweep.keep_trial_models:
+        for t in trials:
+            if t is not best and t["model"]:
+                tfs, tpath = storage.resolve(t["model"])
+                storage.remove(tfs, tpath)
+    return {**info, "best_model": best_uri, "trials": trials}
+
+
+def main(args: argparse.Namespace) -> int:
+    summary = run_sweep(config_from_args(args))
+    weights = ", ".join(f"{b}={w:.4f}" for b, w in summary["weights"].items())
+    print(f"best {summary['objective']} = {summary['score']:.4f} ({summary['mode']}): {summary['method']} "
+          f"with {weights}")
+    print(f"best model: {summary['best_model']}")
+    return 0

@@ -280,7 +280,8 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode=cfg.sweep.mode, search_alg=alg,
                 num_samples=1 if cfg.sweep.search == "grid" else cfg.sweep.num_samples,
-                max_concurrent_trials=None if alg is not None else cfg.sweep.max_concurrent),
+                max_concurrent_trials=None if alg is not None else cfg.sweep.max_concurrent,
+                reuse_actors=True),  # a trial process imports torch/transformers once, not per trial
             run_config=tune.RunConfig(name=name, storage_path=sweep_root, verbose=1))
     grid = tuner.fit()
 

@@ -94,7 +94,7 @@ def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
     return [results[out] for out, _ in run_requests(cfg)]
 
 
-def _describe(out: str, manifest: dict[str, Any]) -> str:
+def describe(out: str, manifest: dict[str, Any]) -> str:
     if manifest.get("skipped"):
         return f"{out}: up to date ({manifest['method']}), skipped"
     o = manifest["output"]
@@ -110,13 +110,13 @@ def main(args: argparse.Namespace) -> int:
             raise MergeRequestError("MERGEKIT.yaml needs --out DIR")
         request = load_mergekit_yaml(args.mergekit_yaml)
         manifest = merge(request, args.out, merge_config_from_overrides(args.overrides), force=args.force)
-        print(_describe(args.out, manifest))
+        print(describe(args.out, manifest))
         return 0
     if args.config:
         if args.out:
             raise MergeRequestError("--out goes with MERGEKIT.yaml; a run config writes <workdir>/merges/<name>/")
         cfg = config_from_args(args)
         for (out, _), manifest in zip(run_requests(cfg), run_merges(cfg, force=args.force)):
-            print(_describe(out, manifest))
+            print(describe(out, manifest))
         return 0
     raise MergeRequestError("nothing to merge: give MERGEKIT.yaml --out DIR, or --config RUN.yaml")

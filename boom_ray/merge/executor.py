@@ -2,11 +2,12 @@
 blocks and writes each result straight into its place in the output shards.
 
 Memory plan: the budget pays for one raw buffer per input (the slice of a tensor being merged,
-in its stored dtype), one output buffer, and float32 scratch for one block (a few million
-elements) that the method computes on. A tensor that fits the raw buffers is read once and all
+in its stored dtype), two output buffers, and float32 scratch for one cache-sized block that the
+method computes on. A tensor that fits the raw buffers is read once and all
 of a method's passes run over it in memory; a bigger one is cut into chunks and re-read once per
 statistics pass (two reads for multislerp and slerp, three for ties with density < 1, one for
-linear and task arithmetic). Nothing is memory-mapped, so RSS is the interpreter plus these
+linear and task arithmetic). Two output buffers alternate, so a background thread writes one chunk
+while the next is computed. Nothing is memory-mapped, so RSS is the interpreter plus these
 buffers, whatever the model size.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +82,14 @@ def check_inputs(labels: list[str], indexes: list[dict[str, TensorLoc]]) -> None
 def plan_memory(budget: int, rows: int, in_size: int, out_size: int, scratch: int) -> tuple[int, int]:
     """(chunk, block) element counts: `rows` raw input buffers of `in_size` bytes per element plus an
     output buffer of `out_size` hold one chunk; float32 scratch (`scratch` copies of the rows plus
-    the result) holds one block."""
+    the result) holds one block. A sixteenth of the budget is left for everything else a merge
+    allocates (statistics, views, the allocator's own slack)."""
+    usable = budget * 15 // 16
     per_block_elem = 4 * (rows * scratch + 3)
-    block = max(MIN_BLOCK, min(MAX_BLOCK, budget // 8 // per_block_elem))
-    chunk = (budget - block * per_block_elem) // (rows * in_size + out_size)
+    block = max(MIN_BLOCK, min(MAX_BLOCK, usable // 8 // per_block_elem))
+    chunk = (usable - block * per_block_elem) // (rows * in_size + out_size)
     if chunk < block:
-        need = block * (per_block_elem + rows * in_size + out_size)
+        need = block * (per_block_elem + rows * in_size + out_size) * 16 // 15 + 1
         raise MergeError(f"memory_budget of {budget} bytes is too small to merge {rows} models; "
                          f"give it at least {need} bytes")
     return chunk, block
@@ -97,8 +101,23 @@ class _Buffers:
     def __init__(self, rows: int, chunk: int, block: int, in_size: int, out_size: int, largest: int) -> None:
         n = min(chunk, largest)
         self.raw = [torch.empty(n * in_size, dtype=torch.uint8) for _ in range(rows)]
-        self.out = torch.empty(n * out_size, dtype=torch.uint8)
+        self.outs = [torch.empty(n * out_size, dtype=torch.uint8) for _ in range(2)]
         self.xs = torch.empty(rows * min(block, largest), dtype=torch.float32)
+        self.pending: list[Future | None] = [None, None]
+        self.turn = 0
+
+    def take_out(self) -> tuple[int, torch.Tensor]:
+        """The output buffer whose previous write has finished (two alternate, so computing one
+        chunk overlaps writing the last)."""
+        slot, self.turn = self.turn, self.turn ^ 1
+        self.wait(slot)
+        return slot, self.outs[slot]
+
+    def wait(self, slot: int | None = None) -> None:
+        for k in ([slot] if slot is not None else [0, 1]):
+            if self.pending[k] is not None:
+                future, self.pending[k] = self.pending[k], None
+                future.result()
 
 
 class StreamingMerge:
@@ -120,7 +139,8 @@ class StreamingMerge:
         floats = [loc for loc in self.ref.values() if loc.dtype in FLOAT_DTYPES] or list(self.ref.values())
         self.in_size = max(loc.itemsize for loc in self.ref.values())
         self.out_size = max([itemsize(self.out_dtype(loc)) for loc in floats] + [self.in_size])
-        self.chunk, self.block = plan_memory(memory_budget, self.rows, self.in_size, self.out_size, self.method.scratch)
+        self.chunk, self.block = plan_memory(memory_budget, self.rows, self.in_size, 2 * self.out_size,
+                                             self.method.scratch)
         self.largest = max(loc.numel for loc in self.ref.values())
 
     def out_dtype(self, loc: TensorLoc) -> str:
@@ -148,19 +168,23 @@ class StreamingMerge:
         bufs = _Buffers(self.rows, self.chunk, self.block, self.in_size, self.out_size, self.largest)
         bar = tqdm(total=self.total_read_bytes(), unit="B", unit_scale=True, unit_divisor=1024,
                    desc=f"merge ({self.method.name})", disable=not self.progress, mininterval=1.0)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="merge-writer")
         try:
             with TensorReader() as reader, _one_thread():
                 for name, loc in self.ref.items():
                     locs = [index[name] for index in self.indexes]
                     if loc.dtype in FLOAT_DTYPES:
-                        self._merge_tensor(reader, writer, bufs, locs, bar)
+                        self._merge_tensor(reader, writer, bufs, locs, bar, pool)
                     else:
                         self._copy_tensor(reader, writer, bufs, loc, bar)
+                bufs.wait()
             writer.close()
         except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
             writer.abort()
             raise
         finally:
+            pool.shutdown(wait=True)
             bar.close()
         return {"tensors": len(out_tensors), "bytes": writer.total_size, "shards": writer.files}
 
@@ -186,7 +210,7 @@ class StreamingMerge:
                 rows[i].copy_(raw[a:a + m])
             yield a, rows[:n], (rows[n] if self.rows > n else None)
 
-    def _merge_tensor(self, reader, writer, bufs, locs, bar) -> None:
+    def _merge_tensor(self, reader, writer, bufs, locs, bar, pool) -> None:
         loc = locs[0]
         state = self._state(loc)
         starts = list(range(0, loc.numel, self.chunk))
@@ -204,7 +228,8 @@ class StreamingMerge:
         for first in starts:
             count = min(self.chunk, loc.numel - first)
             chunk_raws = raws if whole else self._load(reader, bufs, locs, first, count, bar)
-            out = bufs.out[: count * out_size].view(out_dtype)
+            slot, out_buf = bufs.take_out()
+            out = out_buf[: count * out_size].view(out_dtype)
             for a, xs, base in self._blocks(bufs, chunk_raws, count):
                 merged = self.method.combine(state, xs, base)
                 if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
@@ -215,7 +240,7 @@ class StreamingMerge:
                 part.copy_(merged)
                 if out_dtype == torch.float16 and not bool(torch.isfinite(part).all()):
                     raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
-            writer.write(loc.name, first * out_size, out)
+            bufs.pending[slot] = pool.submit(writer.write, loc.name, first * out_size, out)
 
 
 @contextlib.contextmanager

@@ -146,9 +146,15 @@ def searcher(cfg: RunConfig):
 
 
 def sweep_key(cfg: RunConfig, bags: dict[str, tuple[str, float]]) -> str:
-    """Hash of what defines the sweep: same key = same experiment, which a re-run resumes."""
+    """Hash of what defines the sweep: same key = same experiment, which a re-run resumes.
+
+    Resources (trial CPUs, concurrency, merge memory) are left out, so a sweep whose trials failed
+    for lack of them resumes after the fix; the bags' weight fingerprints are in, so retrained
+    bags start a new sweep instead of resuming stale scores."""
+    from boom_ray.merge.request import fingerprint
+
     what = {"sweep": cfg.sweep.model_dump(exclude={"keep_trial_models", "max_concurrent", "trial_cpus"}),
-            "bags": {b: p for b, (p, _) in sorted(bags.items())},
+            "bags": {b: [p, fingerprint(p)] for b, (p, _) in sorted(bags.items())},
             "dev_suites": [s.model_dump() for s in cfg.eval.dev_suites],
             "merges": [m.model_dump() for m in cfg.merge.merges if m.method in cfg.sweep.methods],
             "base": cfg.model.name_or_path}

@@ -4,10 +4,13 @@ retrieval dev suite, on the session's 2-CPU local Ray."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
+from boom_ray.cli import main as cli_main
 from boom_ray.config import validate_config
 from boom_ray.merge.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space
 
@@ -92,14 +95,35 @@ def test_sweep_runs_keeps_best_and_resumes(ray_session, bag_models, tmp_path, ca
     out = capsys.readouterr().out
     assert "bag50" in out and "ood_mean/ndcg@10" in out
 
-    # the same sweep again: restored, no trial re-run, same best
+    # the same sweep again, from YAML through the CLI: restored, no trial re-run, same best
     results_before = {p: p.read_text() for p in experiment.glob("*/result.json")}
-    again = run_sweep(cfg)
-    assert "resuming sweep" in capsys.readouterr().out
-    assert again["experiment"] == summary["experiment"] and again["score"] == summary["score"]
-    assert len(again["trials"]) == 4
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
+    assert cli_main(["sweep", "--config", str(run_yaml)]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming sweep {experiment}" in out
+    assert f"best ood_mean/ndcg@10 = {info['score']:.4f} (max): linear" in out
     assert {p: p.read_text() for p in experiment.glob("*/result.json")} == results_before
     assert json.loads((best / SWEEP_JSON).read_text())["trial"] == info["trial"]
+
+
+def test_errored_sweep_resumes_after_fix(ray_session, bag_models, tmp_path):
+    """Every trial fails (a merge memory budget too small); the same sweep with enough memory
+    resumes that experiment, re-running the errored trials (random search, 2 samples)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(bag_models / "models", workdir / "models")
+    suite = write_suite(tmp_path / "dev_suite")
+    cfg = sweep_config(workdir, suite, search="random", weight_grid=None, num_samples=2)
+    starved = cfg.model_copy(update={"merge": cfg.merge.model_copy(update={"memory_budget": 100})})
+    with pytest.raises(SweepError, match="no trial of .* finished"):
+        run_sweep(starved)
+    experiment = next((workdir / "sweep").glob("sweep-*"))
+    first_trials = sorted(p.name for p in experiment.iterdir() if p.is_dir())
+    summary = run_sweep(cfg)
+    assert summary["experiment"] == str(experiment) and summary["finished"] == 2
+    assert sorted(p.name for p in experiment.iterdir() if p.is_dir()) == first_trials
+    assert all(0.1 <= w <= 1.0 for t in summary["trials"] for w in t["weights"].values())
+    assert (workdir / "sweep" / BEST / SWEEP_JSON).is_file()
 
 
 def test_sweep_errors_are_clear(bag_models, tmp_path):

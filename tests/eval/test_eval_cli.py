@@ -36,3 +36,23 @@ def test_boom_eval_broken_suite_is_a_clear_error(tmp_path, kit, minilm_path, cap
     assert boom(["eval", "--model", str(minilm_path), "--suite", str(ret)]) == 2
     err = capsys.readouterr().err
     assert "test.tsv: corpus-id 'ghost'" in err and "Traceback" not in err
+
+
+def test_embed_input_kind_from_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from boom_ray.eval.command import EmbedInputError, _input_format
+    from boom_ray.storage import resolve
+
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    pq.write_table(pa.table({"_id": ["a"], "text": ["x"]}), folder / "sub" / "part-0.parquet")
+    (folder / "_SUCCESS").write_text("")
+    fs, path = resolve(str(folder))
+    assert _input_format(fs, path) == "parquet"
+    (folder / "extra.jsonl").write_text("{}\n")
+    with pytest.raises(EmbedInputError, match="one kind"):
+        _input_format(fs, path)
+    with pytest.raises(EmbedInputError, match="input not found"):
+        _input_format(fs, str(tmp_path / "nope"))

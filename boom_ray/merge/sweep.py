@@ -200,17 +200,19 @@ def make_trainable(cfg: RunConfig, experiment_uri: str):
 
 
 # ------------------------------------------------------------------------------------- driver
-def _trial_rows(result_grid, bags: list[str]) -> list[dict[str, Any]]:
+def _trial_rows(result_grid, bags: list[str], experiment: str) -> list[dict[str, Any]]:
     rows = []
     for r in result_grid:
         m = r.metrics or {}
         conf = r.config or {}
-        rows.append({"trial": m.get("trial_id") or posixpath.basename(r.path),
+        dirname = posixpath.basename(r.path.rstrip("/"))
+        rows.append({"trial": m.get("trial_id") or dirname,
                      "method": conf.get("method"),
                      "weights": {b: float(conf.get("weights", {}).get(b)) for b in bags
                                  if conf.get("weights", {}).get(b) is not None},
                      "score": m.get(METRIC) if r.error is None else None,
-                     "model": m.get("model"),
+                     # also where a trial merged and then failed: its model is cleaned up all the same
+                     "model": storage.join(experiment, dirname, TRIAL_MODEL),
                      "status": "error" if r.error is not None else ("done" if METRIC in m else "no result"),
                      "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:300]})
     return rows
@@ -276,7 +278,10 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
 
     init_ray(cfg.ray)
     memory = cfg.merge.memory or 2 * cfg.merge.memory_budget
-    trainable = tune.with_resources(make_trainable(cfg, experiment), {"cpu": cfg.sweep.trial_cpus, "memory": memory})
+    resources = {"cpu": cfg.sweep.trial_cpus, "memory": memory}
+    if cfg.eval.encoder_gpus > 0:  # the trial embeds the dev suites itself, on its own GPU share
+        resources["gpu"] = cfg.eval.encoder_gpus
+    trainable = tune.with_resources(make_trainable(cfg, experiment), resources)
     if tune.Tuner.can_restore(experiment):
         print(f"resuming sweep {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True)
@@ -291,7 +296,7 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
             run_config=tune.RunConfig(name=name, storage_path=sweep_root, verbose=1))
     grid = tuner.fit()
 
-    trials = _trial_rows(grid, names)
+    trials = _trial_rows(grid, names, experiment)
     done = [t for t in trials if t["status"] == "done"]
     sign = 1 if cfg.sweep.mode == "max" else -1
     trials.sort(key=lambda t: (t["score"] is None, -sign * (t["score"] or 0.0), t["trial"]))  # ties: first trial
@@ -308,7 +313,7 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     best_uri = _keep_best(cfg, best, sweep_root, info)
     if not cfg.sweep.keep_trial_models:
         for t in trials:
-            if t is not best and t["model"]:
+            if t is not best:
                 tfs, tpath = storage.resolve(t["model"])
                 storage.remove(tfs, tpath)
     return {**info, "best_model": best_uri, "trials": trials}

@@ -59,7 +59,7 @@ def main() -> int:
                   "gradient_checkpointing": False, "zero_stage": 2, "checkpoint_every": 100,
                   "log_every": 25, "num_workers": 1, "cpus_per_worker": args.cpus, "bags": ["bag100"]},
     })
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     run_bagging(cfg, show_progress=False)
     t0 = time.monotonic()

@@ -46,6 +46,9 @@ class TrainState:
     started_at: float = 0.0
     loop_s: float = 0.0
     """Seconds spent in the step loop (data, forward, backward, optimizer), all attempts."""
+    loop_cpu_s: float = 0.0
+    """CPU seconds of this process (all threads) in the step loop: unlike wall time, barely
+    moved by other processes competing for the cores."""
     """Wall-clock time the first attempt began training (after setup)."""
     resumed_from: list[int] = field(default_factory=list)
     loss_history: list[list[float]] = field(default_factory=list)
@@ -108,6 +111,7 @@ def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
 def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool) -> Setup:
     import deepspeed
     import ray.train.torch
+    import torch
 
     from boom_ray.train.ds_config import accumulation_steps, deepspeed_config, load_user_config
     from boom_ray.train.feed import BagFeed
@@ -141,6 +145,7 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool)
             kwargs["lr_scheduler"] = schedule
     engine, _, _, _ = deepspeed.initialize(model=embedder, config=ds_config, **kwargs)
     log_rank0(f"[{bag}] {sum(p.numel() for p in embedder.parameters()):,} parameters, world {world}, "
+              f"{torch.get_num_threads()} threads, "
               f"ZeRO {ds_config.get('zero_optimization', {}).get('stage', 0)}, "
               f"{feed.batches_per_epoch} batches/epoch, {total_steps} steps")
     return Setup(embedder, engine, ds_config, accumulation, total_steps, feed)
@@ -206,6 +211,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
     final_loss = state.loss_history[-1][1] if state.loss_history else None
     batches = feed.iterate(state.step * ga, total * ga)
     loop_start, loop_base = time.monotonic(), state.loop_s
+    cpu_start, cpu_base = time.process_time(), state.loop_cpu_s
     for micro in batches:
         q = engine(micro.query_features)
         p = engine(micro.passage_features)
@@ -223,6 +229,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
         if not (is_log or is_ckpt):
             continue
         state.loop_s = loop_base + time.monotonic() - loop_start
+        state.loop_cpu_s = cpu_base + time.process_time() - cpu_start
         loss_sum, n, tokens = _all_reduce([window_loss, window_n, window_tokens])
         final_loss = loss_sum / max(n, 1)
         state.tokens += int(tokens)
@@ -255,7 +262,8 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
             bag=bag, request=job["request"], digest=job["request_hash"], steps=state.step, tokens=state.tokens,
             final_loss=final_loss, wall_time_s=wall, world_size=ctx.get_world_size(), zero_stage=stage,
             precision=precision_of(setup.ds_config), gradient_accumulation_steps=setup.accumulation,
-            loop_time_s=round(state.loop_s, 3), restarts=state.restarts, resumed_from=state.resumed_from,
+            loop_time_s=round(state.loop_s, 3), loop_cpu_s=round(state.loop_cpu_s, 3), restarts=state.restarts,
+            resumed_from=state.resumed_from,
             loss_history=state.loss_history,
             requested=job["started"], train_started=state.started_at, finished=time.time())
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)

@@ -33,6 +33,14 @@ def test_generated_config_carries_stage_batches_and_precision(stage):
     assert precision_of(deepspeed_config(train, world_size=1, micro_batch_per_rank=64, on_gpu=False)) == "fp32"
 
 
+def test_one_rank_skips_zero_1_and_2_which_have_nothing_to_partition():
+    for stage, expected in ((0, 0), (1, 0), (2, 0), (3, 3)):
+        cfg = deepspeed_config(TrainConfig(zero_stage=stage), world_size=1, micro_batch_per_rank=8, on_gpu=False)
+        assert cfg["zero_optimization"]["stage"] == expected
+    assert deepspeed_config(TrainConfig(zero_stage=2), world_size=2, micro_batch_per_rank=8,
+                            on_gpu=False)["zero_optimization"]["stage"] == 2
+
+
 def test_user_json_replaces_generated_config_and_auto_takes_generated_values(tmp_path):
     user_file = tmp_path / "ds.json"
     user_file.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 2,

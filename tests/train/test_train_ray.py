@@ -92,7 +92,7 @@ def test_loss_falls_on_a_learnable_task(two_bags):
 def test_two_bags_train_at_the_same_time_and_ray_data_is_not_starved(two_bags):
     assert two_bags["most_workers"] == 2  # both bags' workers were alive together
     m = {b: read_export_manifest(two_bags["cfg"].workdir, b) for b in ("bag20", "bag100")}
-    assert max(x["train_started"] for x in m.values()) < min(x["finished"] for x in m.values())
+    assert max(x["requested"] for x in m.values()) < min(x["finished"] for x in m.values())
     data_started, data_finished, total = two_bags["data"]
     assert total == 2 * sum(range(2000))
     assert data_finished < min(x["finished"] for x in m.values()), "Ray Data waited for the trainers"
@@ -128,13 +128,16 @@ def test_two_workers_zero3_cross_device_negatives_export_reloads(ray_session, ti
     from boom_ray.model.embedder import Embedder
 
     write_bag(tmp_path, "bag40", {"words": learnable_rows(48, 5)})
+    # 48 rows / 8 = 6 batches an epoch, 2 accumulated per step: 6 steps run 2 epochs
     cfg = RunConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, ["bag40"], num_workers=2, zero_stage=3,
-                                              max_steps=6, checkpoint_every=3, log_every=3))
+                                              max_steps=6, checkpoint_every=3, log_every=3,
+                                              gradient_accumulation_steps=2))
     [result] = train_bags(cfg)
     assert result.status == "trained", result.error
     out = tmp_path / "models" / "bag40"
     manifest = json.loads((out / "boom_train.json").read_text())
     assert (manifest["world_size"], manifest["zero_stage"], manifest["steps"]) == (2, 3, 6)
+    assert manifest["gradient_accumulation_steps"] == 2
     trained = load_file(out / "model.safetensors")
     base = Embedder.from_pretrained(str(tiny_qwen3_path), pooling="last").model.state_dict()
     assert set(trained) == set(base)  # full tensors, not ZeRO-3 placeholders
@@ -149,10 +152,18 @@ def test_two_workers_zero3_cross_device_negatives_export_reloads(ray_session, ti
 
 def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(ray_session, tiny_qwen3_path,
                                                                                 tmp_path):
+    """Also trains LoRA adapters (ZeRO-2), so their state survives the restart and the export
+    holds merged plain weights."""
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from boom_ray.model.embedder import Embedder
+
     write_bag(tmp_path, "bag80", {"words": learnable_rows(64, 9)})
-    cfg = RunConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, ["bag80"], max_steps=60,
-                                              checkpoint_every=5, log_every=5, max_failures=2,
-                                              global_batch_size=4, group_size=2))
+    raw = run_config(tmp_path, tiny_qwen3_path, ["bag80"], max_steps=60, checkpoint_every=5, log_every=5,
+                     max_failures=2, global_batch_size=4, group_size=2)
+    raw["model"]["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
+    cfg = RunConfig.model_validate(raw)
     thread, box = _in_thread(train_bags, cfg)
     killed = None
     deadline = time.time() + 240
@@ -176,3 +187,12 @@ def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(r
     [resumed] = manifest["resumed_from"]
     assert resumed > 0 and resumed % 5 == 0
     assert [s for s, _ in manifest["loss_history"]] == list(range(5, 65, 5))
+    out = tmp_path / "models" / "bag80"
+    weights = load_file(out / "model.safetensors")
+    base = Embedder.from_pretrained(str(tiny_qwen3_path), pooling="last").model.state_dict()
+    assert set(weights) == set(base)  # adapters merged away
+    changed = [k for k in base if not np.allclose(weights[k].numpy(), base[k].numpy())]
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed), changed
+    texts = ["apple river stone", "ocean forest"]
+    np.testing.assert_allclose(Embedder.from_pretrained(str(out)).encode(texts),
+                               SentenceTransformer(str(out), device="cpu").encode(texts), atol=1e-5)

@@ -18,7 +18,8 @@ the other trial models are deleted unless `sweep.keep_trial_models`.
 Search: `grid` tries every combination of `sweep.weight_grid` (default: the two ends of
 `sweep.weight_range`) per bag, once (num_samples is ignored: merges are deterministic);
 `random` draws `num_samples` points, uniform in `weight_range` (or from `weight_grid` when
-given); `optuna` / `hyperopt` use Tune's wrappers of those libraries (installed separately).
+given); `optuna` / `hyperopt` (Tune's wrappers; the libraries are installed separately) pick
+`num_samples` points from the same space, learning from the scores so far.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def search_space(cfg: RunConfig, bags: list[str]) -> dict[str, Any]:
         weights = {b: tune.grid_search(grid) for b in bags}
         method = tune.grid_search(methods) if len(methods) > 1 else methods[0]
     else:
-        if sweep.weight_grid and sweep.search == "random":
+        if sweep.weight_grid:
             weights = {b: tune.choice(list(sweep.weight_grid)) for b in bags}
         else:
             weights = {b: tune.uniform(lo, hi) if hi > lo else lo for b in bags}

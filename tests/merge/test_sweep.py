@@ -12,7 +12,7 @@ import yaml
 
 from boom_ray.cli import main as cli_main
 from boom_ray.config import validate_config
-from boom_ray.merge.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space
+from boom_ray.merge.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space, searcher
 
 DOCS = {
     "d1": "the cat sat on the warm mat", "d2": "stock markets fell sharply today",
@@ -152,3 +152,19 @@ def test_search_space_shapes(bag_models, tmp_path):
     assert rnd["method"] == "linear"
     with pytest.raises(SweepError, match="weight_range"):
         search_space(sweep_config(bag_models, suite, weight_range=[0.9, 0.3]), ["bag50"])
+
+
+@pytest.mark.parametrize("search", ["optuna", "hyperopt"])
+def test_search_algorithms_or_a_clear_error(bag_models, tmp_path, search):
+    import importlib.util
+
+    cfg = sweep_config(bag_models, write_suite(tmp_path / "dev_suite"), search=search, max_concurrent=2)
+    if importlib.util.find_spec(search) is None:
+        with pytest.raises(SweepError, match=f"pip install {search}"):
+            searcher(cfg)
+    else:
+        from ray.tune.search import ConcurrencyLimiter
+
+        alg = searcher(cfg)
+        assert isinstance(alg, ConcurrencyLimiter) and alg.max_concurrent == 2
+    assert searcher(sweep_config(bag_models, tmp_path / "dev_suite")) is None  # grid

@@ -4,9 +4,10 @@
 
 Each trial merges the bag exports (`<workdir>/models/<bag>/`) with its own per-bag weights (and
 method, when `sweep.methods` names several), streams the merge into its trial directory under
-`<workdir>/sweep/<experiment>/`, evaluates it on `eval.dev_suites` and reports
-`sweep.objective`. Trials reserve `sweep.trial_cpus` CPUs (plus the merge's memory), so Tune runs
-as many at once as the cluster holds, at most `sweep.max_concurrent`.
+`<workdir>/sweep/<experiment>/`, evaluates it on `eval.dev_suites` (embedding in the trial's own
+process) and reports `sweep.objective`. Trials reserve `sweep.trial_cpus` CPUs, the merge's
+memory and `eval.encoder_gpus` GPUs, so Tune runs as many at once as the cluster holds, at most
+`sweep.max_concurrent`.
 
 The experiment name is a hash of everything that defines the sweep (search space, bags, suites,
 objective, merge settings): re-running the same sweep after an interruption restores it
@@ -57,12 +58,14 @@ def _absolute(cfg: RunConfig) -> RunConfig:
     def local(path: str) -> str:
         return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
-    model_path = cfg.model.name_or_path
-    if os.path.exists(model_path):
-        model_path = local(model_path)
+    def maybe(path: str | None) -> str | None:  # model refs: only those that are local paths
+        return local(path) if path and os.path.exists(path) else path
+
+    merges = [m.model_copy(update={"base_model": maybe(m.base_model)}) for m in cfg.merge.merges]
     return cfg.model_copy(update={
         "workdir": local(cfg.workdir),
-        "model": cfg.model.model_copy(update={"name_or_path": model_path}),
+        "model": cfg.model.model_copy(update={"name_or_path": maybe(cfg.model.name_or_path)}),
+        "merge": cfg.merge.model_copy(update={"merges": merges, "copy_files_from": maybe(cfg.merge.copy_files_from)}),
         "eval": cfg.eval.model_copy(update={"dev_suites": [
             s.model_copy(update={"path": local(s.path)}) for s in cfg.eval.dev_suites]}),
     })
@@ -177,6 +180,10 @@ def format_trials(trials: list[dict[str, Any]], bags: list[str], objective: str)
 def make_trainable(cfg: RunConfig, experiment_uri: str):
     """The Tune function trainable of this sweep (a closure: cloudpickled with `cfg`)."""
 
+    # Embed in the trial's own process and resources: an encoder actor pool started from inside a
+    # trial would wait for CPUs/GPUs the running trials hold (on a small cluster, forever).
+    trial_eval = cfg.eval.model_copy(update={"ray_min_texts": 1 << 62})
+
     def sweep_trial(config: dict[str, Any]) -> None:
         import torch
         from ray import tune
@@ -193,7 +200,7 @@ def make_trainable(cfg: RunConfig, experiment_uri: str):
                            TRIAL_MODEL)
         if not is_done(out, request):  # a restored trial whose merge finished keeps it
             merge(request, out, cfg.merge, force=True, progress=False)
-        results = evaluate_model(out, cfg.eval.dev_suites, cfg.eval)
+        results = evaluate_model(out, cfg.eval.dev_suites, trial_eval)
         tune.report({METRIC: score(results, cfg.sweep.objective), "model": out, "method": config["method"],
                      **{f"weight/{b}": w for b, w in weights.items()}})
 
@@ -238,8 +245,8 @@ def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict
         else:  # the trial model went missing (an earlier interrupted finish): merge it again
             from boom_ray.merge.task import merge
 
-            merge(merge_request(cfg, best["method"], best["weights"]), storage.join(sweep_root, posixpath.basename(tmp)),
-                  cfg.merge, force=True, progress=False)
+            request = merge_request(cfg, best["method"], best["weights"])
+            merge(request, storage.join(sweep_root, posixpath.basename(tmp)), cfg.merge, force=True, progress=False)
         storage.write_json(fs, storage.join(tmp, SWEEP_JSON), info)
         if storage.exists(fs, final):
             storage.remove(fs, final)

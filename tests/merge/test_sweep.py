@@ -109,7 +109,8 @@ def test_sweep_runs_keeps_best_and_resumes(ray_session, bag_models, tmp_path, ca
 
 def test_errored_sweep_resumes_after_fix(ray_session, bag_models, tmp_path):
     """Every trial fails (a merge memory budget too small); the same sweep with enough memory
-    resumes that experiment, re-running the errored trial (random search, 1 sample)."""
+    resumes that experiment, re-running the errored trial (random search, 1 sample); with
+    keep_trial_models the trial's model stays where it is and best/ gets a copy."""
     workdir = tmp_path / "run"
     shutil.copytree(bag_models / "models", workdir / "models")
     suite = write_suite(tmp_path / "dev_suite")
@@ -119,8 +120,10 @@ def test_errored_sweep_resumes_after_fix(ray_session, bag_models, tmp_path):
         run_sweep(starved)
     experiment = next((workdir / "sweep").glob("sweep-*"))
     first_trials = sorted(p.name for p in experiment.iterdir() if p.is_dir())
-    summary = run_sweep(cfg)
+    keep = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"keep_trial_models": True})})
+    summary = run_sweep(keep)
     assert summary["experiment"] == str(experiment) and summary["finished"] == 1
+    assert (experiment / first_trials[0] / "model" / "boom_merge.json").is_file()  # kept: copied to best
     assert sorted(p.name for p in experiment.iterdir() if p.is_dir()) == first_trials
     assert all(0.1 <= w <= 1.0 for t in summary["trials"] for w in t["weights"].values())
     assert (workdir / "sweep" / BEST / SWEEP_JSON).is_file()

@@ -144,6 +144,10 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool)
         if "scheduler" not in ds_config:
             kwargs["lr_scheduler"] = schedule
     engine, _, _, _ = deepspeed.initialize(model=embedder, config=ds_config, **kwargs)
+    if world == 1 and engine.zero_optimization_stage() == 0:
+        # One rank: the gradient all-reduce is the identity, but DeepSpeed would still flatten,
+        # reduce and copy back every gradient each step.
+        engine.enable_backward_allreduce = False
     log_rank0(f"[{bag}] {sum(p.numel() for p in embedder.parameters()):,} parameters, world {world}, "
               f"{torch.get_num_threads()} threads, "
               f"ZeRO {ds_config.get('zero_optimization', {}).get('stage', 0)}, "

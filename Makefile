@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml scripts/setup-venv.sh
 	touch $@
 
 demo: setup
-	$(BIN)/python jobs/demo.py --config jobs/configs/demo.yaml
+	$(BIN)/boom run --config jobs/configs/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q -ra tests
 
 bench: setup
 	$(BIN)/python benchmarks/bagging.py
+	$(BIN)/python benchmarks/merge.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/embed_throughput.py
 
 clean:
 	rm -rf runs .pytest_cache

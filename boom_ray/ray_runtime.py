@@ -22,4 +22,6 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # "local": a fresh Ray for this process, never a cluster someone `ray start`ed here.
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False,
+                 logging_level=logging.WARNING)

@@ -53,10 +53,6 @@ class SourceFile:
     task: str
     format: str
     size: int
-    mtime_ns: int
-
-    def identity(self) -> list[Any]:
-        return [self.relpath, self.size, self.mtime_ns]
 
 
 @dataclass
@@ -91,18 +87,39 @@ def discover(corpus: str, fmt: str = "auto") -> tuple[pafs.FileSystem, list[Sour
         task = posixpath.splitext(relpath)[0]
         if task in files:
             raise CorpusError(f"{corpus}: task {task!r} has two files, {files[task].relpath} and {relpath}")
-        files[task] = SourceFile(item.path, relpath, task, kind, item.size or 0,
-                                 item.mtime_ns or 0)
+        files[task] = SourceFile(item.path, relpath, task, kind, item.size or 0)
     if not files:
         wanted = " or ".join(EXTENSIONS) if fmt == "auto" else f".{fmt}"
         raise CorpusError(f"{corpus}: no {wanted} files found")
     return fs, sorted(files.values(), key=lambda f: f.relpath)
 
 
-def fingerprint(files: list[SourceFile]) -> str:
-    """Identity of a corpus: every file's relative path, size and modification time."""
-    digest = hashlib.sha256(json.dumps([f.identity() for f in files]).encode())
-    return digest.hexdigest()[:16]
+_SAMPLE = 64 << 10
+_SAMPLES = 16
+
+
+def _content_sample(fs: pafs.FileSystem, src: SourceFile) -> str:
+    """Hash of 16 evenly spread 64 KiB pieces of the file (all of it when small).
+
+    Content, not modification times: a corpus copied to another node or unpacked from a job's
+    working-dir upload keeps its identity; an edited file changes it (at a few reads per file,
+    where hashing every byte of a multi-GB corpus would cost a pass of its own)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with fs.open_input_file(src.path) as f:
+        size = f.size()
+        if size <= _SAMPLE * _SAMPLES:
+            digest.update(f.read())
+        else:
+            for i in range(_SAMPLES):
+                f.seek((size - _SAMPLE) * i // (_SAMPLES - 1))
+                digest.update(f.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+def fingerprint(fs: pafs.FileSystem, files: list[SourceFile]) -> str:
+    """Identity of a corpus: every file's relative path, size and sampled content."""
+    parts = [[f.relpath, f.size, _content_sample(fs, f)] for f in files]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def _string_list_problem(name: str, value: Any, *, allow_empty: bool) -> str | None:

@@ -112,7 +112,7 @@ def run_bagging(cfg: RunConfig, *, force: bool = False, show_progress: bool = Tr
     from boom_ray.ray_runtime import init_ray
 
     fs_in, files = corpus_io.discover(cfg.corpus.path, cfg.corpus.format)
-    source_fp = corpus_io.fingerprint(files)
+    source_fp = corpus_io.fingerprint(fs_in, files)
     out_fs, root = storage.resolve(cfg.workdir)
     wanted = {bag_name(r): r for r in cfg.bagging.ratios}
     status = {}

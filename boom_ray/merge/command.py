@@ -82,13 +82,16 @@ def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
             if is_done(out, request):
                 results[out] = storage.read_json(fs, storage.join(path, MANIFEST)) | {"skipped": True}
                 continue
-            raise MergeOutputExists(f"{out} holds a different merge than merge.merges asks for; pass --force to redo it")
+            if not storage.exists(fs, storage.join(path, MANIFEST)):
+                raise MergeOutputExists(f"{out} exists and is not a boom-ray merge; pass --force to replace it")
+            # An earlier merge of this run whose inputs (retrained bags) or settings changed: stale.
+            print(f"{out}: stale (its inputs or settings changed), merging again")
         todo.append((out, request))
     if todo:
         import ray
 
         init_ray(cfg.ray)
-        refs = [submit_merge(request, out, cfg.merge, force=force) for out, request in todo]
+        refs = [submit_merge(request, out, cfg.merge, force=True) for out, request in todo]
         for (out, _), manifest in zip(todo, ray.get(refs)):
             results[out] = manifest
     return [results[out] for out, _ in run_requests(cfg)]

@@ -4,6 +4,7 @@ line numbers kept, and Parquet input."""
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,11 +94,13 @@ def test_discover_names_tasks_by_relative_path(tmp_path):
     _write_jsonl(tmp_path / "nli.jsonl", [json.dumps(GOOD)])
     _write_jsonl(tmp_path / ".hidden" / "x.jsonl", [json.dumps(GOOD)])
     (tmp_path / "notes.txt").write_text("ignored")
-    _, files = discover(str(tmp_path))
+    fs, files = discover(str(tmp_path))
     assert [f.task for f in files] == ["nli", "retrieval/msmarco"]
-    before = fingerprint(files)
-    _write_jsonl(tmp_path / "nli.jsonl", [json.dumps(GOOD), json.dumps(GOOD)])
-    assert fingerprint(discover(str(tmp_path))[1]) != before
+    before = fingerprint(fs, files)
+    os.utime(tmp_path / "nli.jsonl", (0, 0))  # a copy or an unpacked upload: new mtime, same data
+    assert fingerprint(fs, discover(str(tmp_path))[1]) == before
+    _write_jsonl(tmp_path / "nli.jsonl", [json.dumps({**GOOD, "query": "what is a dog"})])
+    assert fingerprint(fs, discover(str(tmp_path))[1]) != before
 
 
 def test_discover_errors_name_the_problem(tmp_path):

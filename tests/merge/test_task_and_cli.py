@@ -96,8 +96,11 @@ def test_cli_merges_a_runs_bags_and_skips_finished_merges(ray_session, tmp_path,
     assert boom(["merge", "--config", str(cfg)]) == 0
     assert capsys.readouterr().out.count("up to date") == 2
     make_model(work / "models" / "bag50", 7)  # retrained bag: same shapes, new values
-    assert boom(["merge", "--config", str(cfg)]) == 2
-    assert "holds a different merge" in capsys.readouterr().err
-    assert boom(["merge", "--config", str(cfg), "--force"]) == 0
+    assert boom(["merge", "--config", str(cfg)]) == 0  # our own stale merge is redone
+    assert "stale" in capsys.readouterr().out
     again = json.loads((work / "merges" / "boom" / MANIFEST).read_text())
     assert again["models"][0]["fingerprint"] != manifest["models"][0]["fingerprint"]
+    (work / "merges" / "boom" / MANIFEST).unlink()  # not ours any more: never overwritten silently
+    assert boom(["merge", "--config", str(cfg)]) == 2
+    assert "is not a boom-ray merge" in capsys.readouterr().err
+    assert boom(["merge", "--config", str(cfg), "--force"]) == 0

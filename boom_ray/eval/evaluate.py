@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any, Sequence
 
@@ -59,10 +60,15 @@ def evaluate_model(model_path: str, suites: Sequence[SuiteLike], eval_cfg: EvalC
     loaded = load_suites(suites, default_domain=default_domain, default_instruction=default_instruction)
     encoder = ModelEncoder(model_path, eval_cfg, model_cfg, show_progress=show_progress)
     entries = []
-    for suite in loaded:
+    for i, suite in enumerate(loaded, 1):
+        if show_progress:  # a line per suite also reaches logs, where progress bars are off
+            print(f"[{i}/{len(loaded)}] {suite.name} ({suite.type}, {suite.domain}) ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         entry = evaluate_suite(suite, encoder)
         entry["seconds"] = round(time.perf_counter() - start, 3)
         log.info("%s on %s: %s = %.4f", model_path, suite.name, entry["main_metric"], entry["main"])
+        if show_progress:
+            print(f"[{i}/{len(loaded)}] {suite.name}: {entry['main_metric']} = {entry['main']:.4f} "
+                  f"({entry['seconds']:.1f} s)", file=sys.stderr, flush=True)
         entries.append(entry)
     return summarize(model_path, entries)

@@ -171,8 +171,13 @@ class StreamingMerge:
         pool = ThreadPoolExecutor(1, thread_name_prefix="merge-writer")
         try:
             with TensorReader() as reader, _one_thread():
-                for name, loc in self.ref.items():
+                names = list(self.ref)
+                for k, (name, loc) in enumerate(self.ref.items()):
                     locs = [index[name] for index in self.indexes]
+                    if k + 1 < len(names):  # read the next tensor ahead while this one merges
+                        for index in self.indexes:
+                            nxt = index[names[k + 1]]
+                            reader.prefetch(nxt, 0, min(nxt.numel, self.chunk))
                     if loc.dtype in FLOAT_DTYPES:
                         self._merge_tensor(reader, writer, bufs, locs, bar, pool)
                     else:
@@ -196,6 +201,10 @@ class StreamingMerge:
             bar.update(count * loc.itemsize)
 
     def _load(self, reader, bufs, locs, first, count, bar) -> list[torch.Tensor]:
+        nxt = first + count
+        if nxt < locs[0].numel:  # a chunked tensor: read its next chunk ahead
+            for loc in locs:
+                reader.prefetch(loc, nxt, min(count, loc.numel - nxt))
         raws = [reader.read(loc, first, count, buf) for loc, buf in zip(locs, bufs.raw)]
         bar.update(count * locs[0].itemsize * len(locs))
         return raws

@@ -28,16 +28,9 @@ ROW = "__row"
 def resolved_model_config(model_path: str, model_cfg: ModelConfig | None = None) -> ModelConfig:
     """The settings `Embedder.from_pretrained` would use, read without loading the weights: only the
     prompt template matters in the driver, and a 4B model should not be loaded twice to learn it."""
-    import os
+    from boom_ray.model.embedder import resolve_model_config
 
-    from boom_ray.model.embedder import read_sentence_transformers_settings, resolve_model_path
-
-    local = resolve_model_path(model_path)
-    st = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
-    st.pop("_do_lower_case", None)
-    base = model_cfg or ModelConfig()
-    explicit = {k: getattr(base, k) for k in base.model_fields_set}
-    return ModelConfig.model_validate({**base.model_dump(), **st, **explicit, "name_or_path": model_path})
+    return resolve_model_config(model_path, model_cfg)
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:

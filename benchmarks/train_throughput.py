@@ -36,6 +36,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# This box is shared with jobs that peak near its memory limit; let the kernel pick an OOM victim
+# instead of Ray's memory monitor killing this benchmark's (small) workers first.
+os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
 
 
 def run_config(args, workdir: Path):

@@ -92,8 +92,8 @@ def _report(cfg: RunConfig, force: bool) -> tuple[str, dict]:
     from boom_ray.eval.report import write_report
 
     out = write_report(cfg)  # evaluations are cached by the eval stage; this only renders
-    fs, path = storage.resolve(out["report_md"])
-    with fs.open_input_stream(path) as f:
+    fs, _ = storage.resolve(cfg.workdir)
+    with fs.open_input_stream(out["report_md"]) as f:
         print(f.read().decode())
     print(f"report: {out['report_md']} and {out['report_png']}")
     return "done", {"report_md": out["report_md"], "report_png": out["report_png"]}

@@ -102,3 +102,47 @@ def staged_dir(fs: pafs.FileSystem, final: str, *, replace: bool = True) -> Iter
             raise FileExistsError(final)
         remove(fs, final)
     move_dir(fs, tmp, final)
+
+
+def _listing(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+
+def tree_digest(uri: str, content: bool = False) -> str:
+    """Identity of a folder on any filesystem: relative names and sizes, plus modification times
+    (cheap; for our own outputs) or the bytes themselves (`content=True`; for small inputs such
+    as eval suites, which a job upload unpacks with new modification times)."""
+    import hashlib
+
+    fs, root = resolve(uri)
+    digest = hashlib.sha256()
+    for info in _listing(fs, root):
+        rel = posixpath.relpath(info.path, root)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        digest.update(f"{rel}\0{info.size}\0".encode())
+        if content:
+            with fs.open_input_stream(info.path) as f:
+                digest.update(f.read())
+        else:
+            digest.update(f"{info.mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def local_dir(uri: str) -> str:
+    """A local folder holding `uri`'s files: the folder itself on a local filesystem, else a copy
+    in a per-machine cache keyed by the remote listing (so a changed model is fetched again)."""
+    import tempfile
+
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    if not is_dir(fs, path):
+        raise FileNotFoundError(f"{uri}: no such directory")
+    cache = os.path.join(tempfile.gettempdir(), "boom-ray-cache", tree_digest(uri)[:24])
+    if not os.path.isdir(cache):
+        local = pafs.LocalFileSystem()
+        with staged_dir(local, cache) as tmp:
+            pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=local)
+    return cache

@@ -94,6 +94,7 @@ def mix_bags(cfg: RunConfig, history_uri: str, new_uri: str) -> dict[str, Any]:
     with storage.staged_dir(fs, path) as staged:
         for part, uri in (("history", history_uri), ("new", new_uri)):
             src_fs, src = storage.resolve(uri)
+            fs.create_dir(posixpath.join(staged, part), recursive=True)
             pafs.copy_files(src, posixpath.join(staged, part), source_filesystem=src_fs, destination_filesystem=fs)
             storage.remove(fs, posixpath.join(staged, part, "manifest.json"))
         storage.write_json(fs, posixpath.join(staged, "manifest.json"), manifest)
@@ -116,6 +117,27 @@ def training_cost(cfg: RunConfig, mix: dict[str, Any], export: dict[str, Any]) -
     return {"update_tokens": tokens, "retrain_all_bags_tokens_estimate": retrain,
             "retrain_over_update": round(retrain / max(1, tokens), 2),
             "bags_in_full_retrain": [bag_name(r) for r in cfg.bagging.ratios]}
+
+
+def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> str:
+    """The current model with the same tensors as the update export.
+
+    A model saved by another transformers version may carry buffers the export does not (e.g.
+    BERT's `embeddings.position_ids`), and merging needs identical tensor sets. Such a model is
+    loaded and saved once in boom-ray's format under `<workdir>/current/`; a boom-ray export or
+    merge is used as it is."""
+    from boom_ray.merge.io import index_model
+
+    fs, local = storage.resolve(current)
+    if not isinstance(fs, pafs.LocalFileSystem) or set(index_model(local)) == set(index_model(update_model)):
+        return current
+    from boom_ray.model.embedder import Embedder
+
+    aligned = posixpath.join(cfg.workdir, "current")
+    if not (storage.exists(*storage.resolve(aligned)) and set(index_model(aligned)) == set(index_model(update_model))):
+        print(f"{current}: tensors differ from the export format; saving an aligned copy to {aligned}")
+        Embedder.from_pretrained(current, cfg.model).save(aligned)
+    return aligned
 
 
 def run_update(cfg: RunConfig) -> dict[str, Any]:
@@ -153,6 +175,7 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
 
     print("=== merge ===", flush=True)
     w_current, w_update = cfg.update.merge_weights or default_weights(mix)
+    current = aligned_current_model(cfg, current, update_model)
     request = MergeRequest("multislerp", [ModelInput(current, {"weight": w_current}),
                                           ModelInput(update_model, {"weight": w_update})],
                            copy_files_from=current)
@@ -167,13 +190,15 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
         from boom_ray.eval.results import format_table
 
         suites = load_suites(cfg.eval.suites)
-        for label, path in (("current", current), ("updated", merged)):
+        for label, path in (("current", cfg.update.current_model), ("updated", merged)):
             print(f"=== evaluate {label} model ===", flush=True)
             scores[label] = evaluate_model(path, suites, cfg.eval, show_progress=True)
             print(format_table(scores[label]), flush=True)
 
     record = {
-        "lineage": {"current_model": {"path": current, "fingerprint": fingerprint(current)},
+        "lineage": {"current_model": {"path": cfg.update.current_model,
+                                      "fingerprint": fingerprint(cfg.update.current_model)},
+                    "merged_from": current,
                     "old_corpus": cfg.update.old_corpus, "new_corpus": cfg.corpus.path,
                     "history_ratio": cfg.update.history_ratio, "history_bag": history_uri,
                     "new_bag": new_uri, "update_model": update_model, "updated_model": merged,

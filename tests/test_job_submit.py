@@ -1,4 +1,5 @@
-"""`ray job submit` end to end: a real Ray head on loopback runs the demo's smoke twin."""
+"""`ray job submit` end to end: a real Ray head on loopback runs the demo's smoke twin, with its
+work dir given as a pyarrow filesystem URI (file://), as a cluster would use s3://."""
 
 from __future__ import annotations
 
@@ -76,13 +77,13 @@ def test_smoke_pipeline_runs_as_a_submitted_job(ray_head, tmp_path):
     address, env = ray_head
     workdir = tmp_path / "smoke"
     done = _submit(address, env, "jobs/pipeline.py", "--config", "jobs/configs/smoke.yaml",
-                   "--set", f"workdir={workdir}")
+                   "--set", f"workdir=file://{workdir}")
     assert done.returncode == 0 and "succeeded" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
 
     run = json.loads((workdir / "run.json").read_text())
     assert {name: s["status"] for name, s in run["stages"].items()} == {
         "bag": "done", "train": "done", "merge": "done", "eval": "done", "report": "done"}
-    assert run["versions"]["ray"] and run["config"]["workdir"] == str(workdir)
+    assert run["versions"]["ray"] and run["config"]["workdir"] == f"file://{workdir}"
     for bag in ("bag50", "bag100"):
         assert (workdir / "bags" / bag / "manifest.json").exists()
         export = json.loads((workdir / "models" / bag / "boom_train.json").read_text())
@@ -96,7 +97,8 @@ def test_smoke_pipeline_runs_as_a_submitted_job(ray_head, tmp_path):
 
     # A second submission finds every output up to date and redoes nothing.
     again = _submit(address, env, "jobs/pipeline.py", "--config", "jobs/configs/smoke.yaml",
-                    "--set", f"workdir={workdir}")
+                    "--set", f"workdir=file://{workdir}")
     assert again.returncode == 0, again.stdout[-4000:]
     rerun = json.loads((workdir / "run.json").read_text())
     assert [rerun["stages"][s]["status"] for s in ("bag", "train", "merge")] == ["skipped"] * 3
+    assert "evaluating" not in again.stdout  # every model's results came from the eval cache

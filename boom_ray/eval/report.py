@@ -80,7 +80,8 @@ def eval_fingerprint(cfg: RunConfig) -> str:
     (suites by content: a job's working-dir upload gives them new modification times)."""
     digest = hashlib.sha256(f"v{EVAL_VERSION}\n".encode())
     for ref in cfg.eval.suites:
-        digest.update(json.dumps(ref.model_dump(), sort_keys=True).encode())
+        tags = ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))}
+        digest.update(json.dumps(tags, sort_keys=True).encode())
         digest.update(tree_digest(ref.path, content=True).encode())
     digest.update(json.dumps(cfg.model.model_dump(include=cfg.model.model_fields_set), sort_keys=True,
                              default=str).encode())

@@ -65,3 +65,17 @@ def test_sizes_parse():
 @pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path):
     load_config(path)
+
+
+def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeypatch):
+    """Ray Train runs workers in directories of their own: a relative work dir must not follow."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "suite").mkdir()
+    cfg = validate_config({"workdir": "runs/x", "corpus": {"path": "corpus"},
+                           "model": {"name_or_path": "Qwen/Qwen3-4B"},
+                           "eval": {"suites": [{"path": "suite"}]}})
+    assert cfg.workdir == str(tmp_path / "runs" / "x") and cfg.corpus.path == str(tmp_path / "corpus")
+    assert cfg.model.name_or_path == "Qwen/Qwen3-4B"  # not a local folder: a hub id
+    assert cfg.eval.suites[0].path == str(tmp_path / "suite")
+    uri = validate_config({"workdir": "s3://bucket/run", "corpus": {"path": "file:///data/c"}})
+    assert uri.workdir == "s3://bucket/run" and uri.corpus.path == "file:///data/c"

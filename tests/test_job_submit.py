@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,24 +25,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """`ray start --head --block` on loopback; stopping that process stops its cluster only."""
+def _start_head(log_path: Path, env: dict) -> tuple[subprocess.Popen, str] | None:
+    """One attempt at `ray start --head --block`; None when it exits before taking jobs."""
     port, dashboard = _free_port(), _free_port()
     # Every listening port explicit: other Ray instances on this machine hold the defaults.
     agent_ports = [f"--{flag}={_free_port()}" for flag in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
         "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
-    # Ray 2.60 clusters require a token (~/.ray/auth_token); clients send it in "token" mode.
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    log = (tmp_path / "head.log").open("w")
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dashboard}", "--disable-usage-stats", *agent_ports],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own short temp dir (unix socket paths are limited to ~107 bytes), away from other Rays.
+    temp_dir = tempfile.mkdtemp(prefix="rayjob-", dir="/tmp")
+    with log_path.open("a") as log:
+        head = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+             "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dashboard}", "--disable-usage-stats", f"--temp-dir={temp_dir}", *agent_ports],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -50,13 +48,30 @@ def ray_head(tmp_path):
         probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "true"],
                                env=env, capture_output=True, text=True)
         if probe.returncode == 0:
-            break
+            return head, address
         if head.poll() is not None:
-            pytest.fail(f"ray start exited: {(tmp_path / 'head.log').read_text()[-2000:]}")
+            return None
         time.sleep(2)
+    os.killpg(head.pid, signal.SIGKILL)
+    pytest.fail(f"the Ray head did not answer within 180 s: {probe.stderr[-1500:]}")
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head on loopback; stopping its `ray start --block` process stops that cluster only.
+    Started up to three times: on a loaded machine the dashboard now and then dies at start-up."""
+    # Ray 2.60 clusters require a token (~/.ray/auth_token); clients send it in "token" mode.
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    log_path = tmp_path / "head.log"
+    for _ in range(3):
+        started = _start_head(log_path, env)
+        if started:
+            break
     else:
-        os.killpg(head.pid, signal.SIGKILL)
-        pytest.fail(f"the Ray head did not answer within 180 s: {probe.stderr[-1500:]}")
+        pytest.fail(f"ray start exited three times: {log_path.read_text()[-2000:]}")
+    head, address = started
     yield address, env
     os.killpg(head.pid, signal.SIGTERM)
     try:

@@ -67,7 +67,6 @@ def plain_loop(cfg, bag_uri: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     start = time.monotonic()
-    cpu_start = time.process_time()
     torch.manual_seed(cfg.train.seed)
     embedder = build_embedder(cfg, on_gpu=False)
     feed = BagFeed.from_uri(bag_uri, embedder, global_batch_size=cfg.train.global_batch_size,

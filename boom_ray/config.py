@@ -325,13 +325,24 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if isinstance(data, dict):
-        for dotted, value in (overrides or {}).items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[leaf] = value
+        set_dotted(data, overrides or {})
     return validate_config(data, str(path))
+
+
+def set_dotted(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply `{"train.max_steps": 20, ...}` to a nested config mapping, in place."""
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data
+
+
+def derive(cfg: RunConfig, changes: dict[str, Any], source: str = "<derived config>") -> RunConfig:
+    """A validated copy of `cfg` with dotted keys changed."""
+    return validate_config(set_dotted(cfg.model_dump(mode="json"), changes), source)
 
 
 def bag_name(ratio: float) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from boom_ray import __version__, storage
-from boom_ray.config import RunConfig, bag_name, validate_config
+from boom_ray.config import RunConfig, bag_name, derive
 from boom_ray.errors import BoomError
 
 UPDATE_BAG = "update"
@@ -37,27 +37,16 @@ class UpdateError(BoomError):
     pass
 
 
-def _derived(cfg: RunConfig, **changes: Any) -> RunConfig:
-    data = cfg.model_dump(mode="json")
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return validate_config(data, "<derived update config>")
-
-
 def sample_sources(cfg: RunConfig) -> tuple[str, str]:
     """Bag the old corpus at `history_ratio` and validate the new one; returns both bag URIs."""
     from boom_ray.data.bags import bag_dir
     from boom_ray.data.stage import run_bagging
 
     assert cfg.update is not None
-    history = _derived(cfg, **{"workdir": posixpath.join(cfg.workdir, "history"),
-                               "corpus.path": cfg.update.old_corpus,
-                               "bagging.ratios": [cfg.update.history_ratio]})
-    new = _derived(cfg, **{"workdir": posixpath.join(cfg.workdir, "new"), "bagging.ratios": [1.0]})
+    history = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "history"),
+                           "corpus.path": cfg.update.old_corpus,
+                           "bagging.ratios": [cfg.update.history_ratio]})
+    new = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "new"), "bagging.ratios": [1.0]})
     for part in (history, new):
         run_bagging(part)
     return (bag_dir(history.workdir, bag_name(cfg.update.history_ratio)),
@@ -165,7 +154,7 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
           f"{mix['rows']['old_corpus']}) + {mix['rows']['new']} new rows", flush=True)
 
     print("=== train the update model ===", flush=True)
-    train_cfg = _derived(cfg, **{"model.name_or_path": current, "train.bags": [UPDATE_BAG]})
+    train_cfg = derive(cfg, {"model.name_or_path": current, "train.bags": [UPDATE_BAG]})
     results = train_bags(train_cfg, [UPDATE_BAG])
     print(summary_table(results), flush=True)
     if results[0].status == "failed":

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from boom_ray.errors import BoomError
 from boom_ray.merge.io import (DTYPES, FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc,
                                TensorReader, index_model, itemsize)
-from boom_ray.merge.methods import Method, get_method, new_state
+from boom_ray.merge.methods import Method, new_state
 
 
 class MergeError(BoomError):

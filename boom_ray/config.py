@@ -155,6 +155,9 @@ class MergeConfig(Strict):
     memory_budget: int = Field(default=parse_size("1GiB"))
     max_shard_size: int = Field(default=parse_size("5GB"))
     num_cpus: float = Field(1.0, gt=0)
+    threads: int | None = Field(None, ge=1)
+    """Worker threads that read and compute a merge; default: torch's thread count, which is the
+    machine's cores outside Ray and the task's num_cpus inside a Ray task."""
     memory: int | None = None
     """Bytes of memory the Ray merge task reserves; default: twice the memory budget."""
     copy_files_from: str | None = None

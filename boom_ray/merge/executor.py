@@ -1,31 +1,34 @@
 """The streaming merge: checks the inputs, then merges one tensor at a time in memory-bounded
-blocks and writes each result straight into its place in the output shards.
+windows and stores each result straight into its place in the output shards.
 
-Memory plan: the budget pays for one raw buffer per input (the slice of a tensor being merged,
-in its stored dtype), two output buffers, and float32 scratch for one cache-sized block that the
-method computes on. A tensor that fits the raw buffers is read once and all
-of a method's passes run over it in memory; a bigger one is cut into chunks and re-read once per
-statistics pass (two reads for multislerp and slerp, three for ties with density < 1, one for
-linear and task arithmetic). Two output buffers alternate, so a background thread writes one chunk
-while the next is computed. Nothing is memory-mapped, so RSS is the interpreter plus these
-buffers, whatever the model size.
+Memory plan: the budget pays for one mapped window per input (the slice of a tensor being
+merged, in its stored dtype), one mapped window of the output, and float32 scratch for one
+cache-sized block per worker thread (see `io.Window`). A tensor that fits a window is mapped
+once and all of a method's passes run over it; a bigger one is cut into chunks and mapped again
+for every pass (two passes for multislerp and slerp, three for ties with density < 1, one for
+linear and task arithmetic). RSS is the interpreter plus these, whatever the model size.
+
+Time plan: nothing is copied between the page cache and buffers; the work is converting to
+float32, a few flops per element, and faulting in the output's new pages. Each window is cut
+into one block-aligned slice per worker thread and every worker does all three for its slice,
+so the whole merge uses every core.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
 from boom_ray.merge.io import (DTYPES, FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc,
-                               TensorReader, index_model, itemsize)
-from boom_ray.merge.methods import Method, new_state
+                               TensorReader, Window, index_model, itemsize)
+from boom_ray.merge.methods import Method, TensorState, new_state
 
 
 class MergeError(BoomError):
@@ -45,7 +48,6 @@ MAX_BLOCK = 1 << 17
 """Elements per row of a float32 block: a few MB for all rows, so the conversions, the
 statistics and the combine of a block run in cache and RAM sees each input byte about once per
 pass."""
-
 
 @dataclass(frozen=True)
 class LocalInputs:
@@ -79,51 +81,51 @@ def check_inputs(labels: list[str], indexes: list[dict[str, TensorLoc]]) -> None
             raise InputMismatchError(f"tensor {extra[0]!r} of {label} is missing from {ref_label}")
 
 
-def plan_memory(budget: int, rows: int, in_size: int, out_size: int, scratch: int) -> tuple[int, int]:
-    """(chunk, block) element counts: `rows` raw input buffers of `in_size` bytes per element plus an
-    output buffer of `out_size` hold one chunk; float32 scratch (`scratch` copies of the rows plus
-    the result) holds one block. A sixteenth of the budget is left for everything else a merge
-    allocates (statistics, views, the allocator's own slack)."""
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Elements per mapped window (`chunk`) and per float32 scratch row (`block`), and the worker
+    `threads` that fit."""
+
+    chunk: int
+    block: int
+    threads: int
+
+
+def plan_memory(budget: int, rows: int, in_size: int, out_size: int, scratch: int,
+                threads: int = 1) -> MemoryPlan:
+    """Split the budget: `rows` input windows of `in_size` bytes per element and an output window
+    of `out_size` bytes per element, plus float32 scratch per worker thread (`scratch` copies of
+    the rows plus the result) for a block. A sixteenth of the budget is left for everything else
+    a merge allocates (statistics, views, the allocator's own slack). A chunk is whole blocks, so
+    a tensor's blocks never depend on how it was cut. Threads are a speed choice and the budget a
+    limit: a budget too small for the requested threads gets fewer, down to one."""
     usable = budget * 15 // 16
-    per_block_elem = 4 * (rows * scratch + 3)
-    block = max(MIN_BLOCK, min(MAX_BLOCK, usable // 8 // per_block_elem))
-    chunk = (usable - block * per_block_elem) // (rows * in_size + out_size)
-    if chunk < block:
-        need = block * (per_block_elem + rows * in_size + out_size) * 16 // 15 + 1
-        raise MergeError(f"memory_budget of {budget} bytes is too small to merge {rows} models; "
-                         f"give it at least {need} bytes")
-    return chunk, block
+    for t in range(max(1, threads), 0, -1):
+        per_block_elem = 4 * (rows * scratch + 3) * t
+        block = max(MIN_BLOCK, min(MAX_BLOCK, usable // 8 // per_block_elem))
+        chunk = (usable - block * per_block_elem) // (rows * in_size + out_size)
+        chunk -= chunk % block
+        if chunk >= block * t:
+            return MemoryPlan(chunk, block, t)
+    need = MIN_BLOCK * (4 * (rows * scratch + 3) + rows * in_size + out_size) * 16 // 15 + 1
+    raise MergeError(f"memory_budget of {budget} bytes is too small to merge {rows} models; "
+                     f"give it at least {need} bytes")
 
 
-class _Buffers:
-    """Raw input buffers, one output buffer and float32 block scratch, allocated once and reused."""
-
-    def __init__(self, rows: int, chunk: int, block: int, in_size: int, out_size: int, largest: int) -> None:
-        n = min(chunk, largest)
-        self.raw = [torch.empty(n * in_size, dtype=torch.uint8) for _ in range(rows)]
-        self.outs = [torch.empty(n * out_size, dtype=torch.uint8) for _ in range(2)]
-        self.xs = torch.empty(rows * min(block, largest), dtype=torch.float32)
-        self.pending: list[Future | None] = [None, None]
-        self.turn = 0
-
-    def take_out(self) -> tuple[int, torch.Tensor]:
-        """The output buffer whose previous write has finished (two alternate, so computing one
-        chunk overlaps writing the last)."""
-        slot, self.turn = self.turn, self.turn ^ 1
-        self.wait(slot)
-        return slot, self.outs[slot]
-
-    def wait(self, slot: int | None = None) -> None:
-        for k in ([slot] if slot is not None else [0, 1]):
-            if self.pending[k] is not None:
-                future, self.pending[k] = self.pending[k], None
-                future.result()
+def block_slices(count: int, block: int, parts: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges covering [0, count), cut on block boundaries into at most `parts` nearly
+    equal slices, so every block lies in one slice and the blocks do not depend on `parts`."""
+    blocks = -(-count // block)
+    k = max(1, min(parts, blocks))
+    cuts = [blocks * j // k * block for j in range(k)] + [count]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 class StreamingMerge:
     """Runs one merge into an already created (empty) output directory."""
 
-    def __init__(self, inputs: LocalInputs, memory_budget: int, max_shard_size: int, progress: bool = True) -> None:
+    def __init__(self, inputs: LocalInputs, memory_budget: int, max_shard_size: int, progress: bool = True,
+                 threads: int | None = None) -> None:
         self.inputs = inputs
         self.method = inputs.method
         self.budget = memory_budget
@@ -139,14 +141,14 @@ class StreamingMerge:
         floats = [loc for loc in self.ref.values() if loc.dtype in FLOAT_DTYPES] or list(self.ref.values())
         self.in_size = max(loc.itemsize for loc in self.ref.values())
         self.out_size = max([itemsize(self.out_dtype(loc)) for loc in floats] + [self.in_size])
-        self.chunk, self.block = plan_memory(memory_budget, self.rows, self.in_size, 2 * self.out_size,
-                                             self.method.scratch)
+        self.plan = plan_memory(memory_budget, self.rows, self.in_size, self.out_size, self.method.scratch,
+                                max(1, threads or torch.get_num_threads()))
         self.largest = max(loc.numel for loc in self.ref.values())
 
     def out_dtype(self, loc: TensorLoc) -> str:
         return self.inputs.dtype if self.inputs.dtype and loc.dtype in FLOAT_DTYPES else loc.dtype
 
-    def _state(self, loc: TensorLoc):
+    def state(self, loc: TensorLoc) -> TensorState:
         weights = [mp["weight"] for mp in self.inputs.model_params]
         return new_state(self.method, weights, self.inputs.params, self.inputs.model_params, loc.numel)
 
@@ -156,8 +158,8 @@ class StreamingMerge:
             if loc.dtype not in FLOAT_DTYPES:
                 total += loc.nbytes
                 continue
-            passes = self._state(loc).passes
-            reads = 1 if loc.numel <= self.chunk else 1 + passes
+            passes = self.state(loc).passes
+            reads = 1 if loc.numel <= self.plan.chunk else 1 + passes
             total += reads * self.rows * loc.nbytes
         return total
 
@@ -165,98 +167,159 @@ class StreamingMerge:
         """Merge every tensor into `out_dir`; returns a summary (tensors, bytes, shards)."""
         out_tensors = [OutTensor(name, self.out_dtype(loc), loc.shape) for name, loc in self.ref.items()]
         writer = ShardedWriter(out_dir, out_tensors, self.max_shard_size)
-        bufs = _Buffers(self.rows, self.chunk, self.block, self.in_size, self.out_size, self.largest)
         bar = tqdm(total=self.total_read_bytes(), unit="B", unit_scale=True, unit_divisor=1024,
                    desc=f"merge ({self.method.name})", disable=not self.progress, mininterval=1.0)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="merge-writer")
+        threads = self.plan.threads
+        workers = ThreadPoolExecutor(threads, thread_name_prefix="merge-worker") if threads > 1 else None
         try:
             with TensorReader() as reader, _one_thread():
+                run = _Run(self, reader, writer, bar, workers)
                 names = list(self.ref)
                 for k, (name, loc) in enumerate(self.ref.items()):
                     locs = [index[name] for index in self.indexes]
-                    if k + 1 < len(names):  # read the next tensor ahead while this one merges
+                    if k + 1 < len(names):  # have the disk read the next tensor while this one merges
                         for index in self.indexes:
                             nxt = index[names[k + 1]]
-                            reader.prefetch(nxt, 0, min(nxt.numel, self.chunk))
+                            reader.prefetch(nxt, 0, min(nxt.numel, self.plan.chunk))
                     if loc.dtype in FLOAT_DTYPES:
-                        self._merge_tensor(reader, writer, bufs, locs, bar, pool)
+                        run.merge_tensor(locs)
                     else:
-                        self._copy_tensor(reader, writer, bufs, loc, bar)
-                bufs.wait()
+                        run.copy_tensor(loc)
             writer.close()
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
             writer.abort()
             raise
         finally:
-            pool.shutdown(wait=True)
+            if workers is not None:
+                workers.shutdown(wait=True, cancel_futures=True)
             bar.close()
         return {"tensors": len(out_tensors), "bytes": writer.total_size, "shards": writer.files}
 
-    def _copy_tensor(self, reader, writer, bufs, loc, bar) -> None:
-        for first in range(0, loc.numel, self.chunk):
-            count = min(self.chunk, loc.numel - first)
-            data = reader.read(loc, first, count, bufs.raw[0])
-            writer.write(loc.name, first * loc.itemsize, data)
-            bar.update(count * loc.itemsize)
 
-    def _load(self, reader, bufs, locs, first, count, bar) -> list[torch.Tensor]:
-        nxt = first + count
-        if nxt < locs[0].numel:  # a chunked tensor: read its next chunk ahead
-            for loc in locs:
-                reader.prefetch(loc, nxt, min(count, loc.numel - nxt))
-        raws = [reader.read(loc, first, count, buf) for loc, buf in zip(locs, bufs.raw)]
-        bar.update(count * locs[0].itemsize * len(locs))
-        return raws
+class _Run:
+    """The moving parts of one `StreamingMerge.run`: reader, writer, scratch and worker threads."""
 
-    def _blocks(self, bufs, raws, count):
-        """(start, xs, base) per block of a loaded chunk: float32 copies of the inputs."""
-        n = self.n
-        for a in range(0, count, self.block):
-            m = min(self.block, count - a)
-            rows = bufs.xs[: self.rows * m].view(self.rows, m)
-            for i, raw in enumerate(raws):
-                rows[i].copy_(raw[a:a + m])
-            yield a, rows[:n], (rows[n] if self.rows > n else None)
+    def __init__(self, job: StreamingMerge, reader: TensorReader, writer: ShardedWriter, bar: tqdm,
+                 workers: ThreadPoolExecutor | None) -> None:
+        self.job, self.method, self.plan = job, job.method, job.plan
+        self.reader, self.writer, self.bar, self.workers = reader, writer, bar, workers
+        scratch = job.rows * min(self.plan.block, job.largest)
+        self.xs = [torch.empty(scratch, dtype=torch.float32) for _ in range(self.plan.threads)]
 
-    def _merge_tensor(self, reader, writer, bufs, locs, bar, pool) -> None:
-        loc = locs[0]
-        state = self._state(loc)
-        starts = list(range(0, loc.numel, self.chunk))
-        whole = len(starts) == 1
-        raws = self._load(reader, bufs, locs, 0, loc.numel, bar) if whole else None
+    def copy_tensor(self, loc: TensorLoc) -> None:
+        for first in range(0, loc.numel, self.plan.chunk):
+            count = min(self.plan.chunk, loc.numel - first)
+            window = self.reader.map(loc, first, count)
+            try:
+                self.writer.write(loc.name, first * loc.itemsize, window.data)
+            finally:
+                window.close()
+            self.bar.update(count * loc.itemsize)
+
+    def windows(self, locs: list[TensorLoc]) -> Iterator[tuple[int, list[Window]]]:
+        """(first element, one mapped window per input) for each chunk of a tensor, unmapped after
+        use; the next chunk's read is announced to the kernel first."""
+        numel, chunk = locs[0].numel, self.plan.chunk
+        for first in range(0, numel, chunk):
+            count = min(chunk, numel - first)
+            nxt = first + count
+            if nxt < numel:
+                for loc in locs:
+                    self.reader.prefetch(loc, nxt, min(count, numel - nxt))
+            wins = [self.reader.map(loc, first, count) for loc in locs]
+            try:
+                self.bar.update(count * locs[0].itemsize * len(locs))
+                yield first, wins
+            finally:
+                for w in wins:
+                    w.close()
+
+    def on_blocks(self, wins: list[Window], lo: int, hi: int, work: Callable[..., Any]) -> list:
+        """`work(start, xs, base)` on every block of elements [lo, hi) of the windows, with `xs`
+        the non-base rows and `base` the base row as float32 scratch; one block-aligned slice per
+        worker thread. Returns the results in block order."""
+        plan, job = self.plan, self.job
+        raws = [w.data for w in wins]
+
+        def one_slice(k: int, a0: int, a1: int) -> list:
+            out = []
+            for a in range(a0, a1, plan.block):
+                m = min(plan.block, a1 - a)
+                rows = self.xs[k][: job.rows * m].view(job.rows, m)
+                for i, raw in enumerate(raws):
+                    rows[i].copy_(raw[a:a + m])
+                out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None))
+            return out
+
+        slices = [(lo + a, lo + b) for a, b in block_slices(hi - lo, plan.block, plan.threads)]
+        if self.workers is None or len(slices) == 1:
+            parts = [one_slice(k, a, b) for k, (a, b) in enumerate(slices)]
+        else:
+            futures = [self.workers.submit(one_slice, k, a, b) for k, (a, b) in enumerate(slices)]
+            wait(futures)  # all slices done before an error surfaces and the windows are unmapped
+            parts = [f.result() for f in futures]
+        return [r for part in parts for r in part]
+
+    def merge_tensor(self, locs: list[TensorLoc]) -> None:
+        job, method, loc = self.job, self.method, locs[0]
+        state = job.state(loc)
+        if loc.numel <= self.plan.chunk:  # one window serves every pass
+            for _, wins in self.windows(locs):
+                for p in range(state.passes):
+                    method.finish(state, p, self._statistics(state, p, wins))
+                self._combine(state, loc, 0, wins)
+            return
         for p in range(state.passes):
-            for first in starts:
-                count = min(self.chunk, loc.numel - first)
-                chunk_raws = raws if whole else self._load(reader, bufs, locs, first, count, bar)
-                for _, xs, base in self._blocks(bufs, chunk_raws, count):
-                    self.method.accumulate(state, p, xs, base)
-            self.method.finish(state, p)
-        out_dtype = DTYPES[self.out_dtype(loc)]
-        out_size = itemsize(self.out_dtype(loc))
-        for first in starts:
-            count = min(self.chunk, loc.numel - first)
-            chunk_raws = raws if whole else self._load(reader, bufs, locs, first, count, bar)
-            slot, out_buf = bufs.take_out()
-            out = out_buf[: count * out_size].view(out_dtype)
-            for a, xs, base in self._blocks(bufs, chunk_raws, count):
-                merged = self.method.combine(state, xs, base)
-                if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
-                    bad = int((~torch.isfinite(merged)).nonzero()[0]) + first + a
-                    raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
-                                         f"{bad}; method {self.method.name}); check the inputs and weights")
-                part = out[a:a + merged.numel()]
-                part.copy_(merged)
-                if out_dtype == torch.float16 and not bool(torch.isfinite(part).all()):
-                    raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
-            bufs.pending[slot] = pool.submit(writer.write, loc.name, first * out_size, out)
+            total = None
+            for _, wins in self.windows(locs):
+                part = self._statistics(state, p, wins)
+                total = part if total is None else total + part
+            method.finish(state, p, total)
+        for first, wins in self.windows(locs):
+            self._combine(state, loc, first, wins)
+
+    def _statistics(self, state: TensorState, p: int, wins: list[Window]) -> torch.Tensor:
+        stats = self.on_blocks(wins, 0, wins[0].data.numel(),
+                               lambda a, xs, base: self.method.statistics(state, p, xs, base))
+        total = stats[0]
+        for s in stats[1:]:
+            total = total + s
+        return total
+
+    def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window]) -> None:
+        """Output elements [first, first + window length), stored through a mapped output window."""
+        method = self.method
+        count = wins[0].data.numel()
+        window = self.writer.window(loc.name, first, count)
+        out = window.data
+        check_f16 = out.dtype == torch.float16
+
+        def combine(a: int, xs: torch.Tensor, base: torch.Tensor | None) -> None:
+            merged = method.combine(state, xs, base)
+            if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
+                bad = int((~torch.isfinite(merged)).nonzero()[0]) + first + a
+                raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
+                                     f"{bad}; method {method.name}); check the inputs and weights")
+            part = out[a:a + merged.numel()]
+            part.copy_(merged)
+            if check_f16 and not bool(torch.isfinite(part).all()):
+                raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
+
+        try:
+            self.on_blocks(wins, 0, count, combine)
+        except BaseException:
+            del out
+            window.close()
+            raise
+        del out
+        self.writer.written(loc.name, window)
 
 
 @contextlib.contextmanager
 def _one_thread():
-    """Blocks are cache-sized and the work is memory-bound: one thread is as fast as several on an
-    idle machine and far faster on a busy one, where OpenMP threads wait for each other on
-    every small op."""
+    """Each op runs on one block and one thread: the merge's own workers split a chunk between
+    them, and OpenMP teams on cache-sized ops would only wait for each other (badly so on a busy
+    machine)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

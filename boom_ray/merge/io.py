@@ -1,23 +1,29 @@
-"""Safetensors IO for the streaming merge: an index of every tensor's bytes, a reader that copies
-one slice of one tensor into a caller's buffer, and a sharded writer with a pre-planned layout.
+"""Safetensors IO for the streaming merge: an index of every tensor's bytes, a reader that maps
+one window of one tensor at a time, and a sharded writer with a pre-planned layout whose
+tensors are filled through mapped windows too.
 
-Why not `safetensors.safe_open`: it memory-maps the file, and every page a merge touches then
+Why not `safetensors.safe_open`: it maps the whole file, and every page a merge touches then
 counts in the process's RSS until the mapping goes away, so a 1.6 GB checkpoint shows up as
-1.6 GB of RSS whatever the merge's own budget. Plain positional reads (`os.preadv`) into a
-buffer the executor owns keep RSS at the size of that buffer; the page cache still speeds up
-repeated reads, but it is not the process's memory. The format is small enough to read
-directly: 8 bytes little-endian header length, a JSON header mapping names to dtype, shape and
+1.6 GB of RSS whatever the merge's own budget. The reader maps only the window being merged
+and unmaps it when done, so RSS stays at the budget. Why map rather than read into buffers: the
+mapped pages are the page cache's own, so nothing is copied, and no fresh memory has to be
+faulted in for buffers (on a virtual machine whose host reclaims free guest memory, touching
+half a gigabyte of new buffers can cost seconds). The format is small enough to read directly:
+8 bytes little-endian header length, a JSON header mapping names to dtype, shape and
 `data_offsets` (relative to the end of the header), then the raw little-endian bytes.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from boom_ray.errors import BoomError
@@ -66,7 +72,7 @@ class TensorLoc:
 
 
 def itemsize(dtype: str) -> int:
-    return torch.empty((), dtype=DTYPES[dtype]).element_size()
+    return DTYPES[dtype].itemsize
 
 
 def read_header(path: str) -> tuple[dict, int]:
@@ -142,31 +148,60 @@ def index_model(model_dir: str) -> dict[str, TensorLoc]:
     return out
 
 
+class Window:
+    """`count` elements of dtype `dtype` at byte `start` of an open file, mapped: `data` is a 1-D
+    tensor over the mapping. Read windows are copy-on-write (torch wants writable buffers;
+    nothing writes them); write windows are shared, so stores land in the file's page cache with
+    no copy. `close()` unmaps it, and its pages leave this process's RSS."""
+
+    def __init__(self, fd: int, start: int, count: int, dtype: str, write: bool = False) -> None:
+        size = itemsize(dtype)
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        nbytes = count * size
+        access = mmap.ACCESS_WRITE if write else mmap.ACCESS_COPY
+        self._map = mmap.mmap(fd, start - aligned + nbytes, access=access, offset=aligned) if nbytes else None
+        # through numpy, which holds a buffer export while any view lives, so an early close()
+        # cannot unmap pages under a live tensor
+        raw = (np.frombuffer(self._map, dtype=f"u{size}", count=count, offset=start - aligned) if nbytes
+               else np.empty(0, dtype=f"u{size}"))
+        self.data = torch.from_numpy(raw).view(DTYPES[dtype])
+        self.nbytes = nbytes
+
+    def close(self) -> None:
+        self.data = None
+        if self._map is None:
+            return
+        try:
+            self._map.close()
+        except BufferError:  # a view of `data` is still alive: drop the pages now, unmap on collection
+            self._map.madvise(mmap.MADV_DONTNEED)
+        self._map = None
+
+
 class TensorReader:
-    """Positional reads of tensor slices into caller-owned buffers; one open fd per file."""
+    """Windows of tensors, mapped from files opened once each; safe to use from several threads."""
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            with self._lock:
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = self._fds[path] = os.open(path, os.O_RDONLY)
         return fd
 
-    def read(self, loc: TensorLoc, first: int, count: int, buf: torch.Tensor) -> torch.Tensor:
-        """Elements [first, first + count) of `loc` as a 1-D tensor of its dtype, stored in the
-        uint8 buffer `buf` (which must hold count * itemsize bytes)."""
-        size = loc.itemsize
-        nbytes = count * size
-        view = memoryview(buf.numpy()).cast("B")[:nbytes]
-        fd, pos, done = self._fd(loc.file), loc.start + first * size, 0
-        while done < nbytes:
-            got = os.preadv(fd, [view[done:]], pos + done)
-            if got <= 0:
-                raise CheckpointError(f"{loc.file}: unexpected end of file reading {loc.name!r}")
-            done += got
-        return buf[:nbytes].view(DTYPES[loc.dtype])
+    def map(self, loc: TensorLoc, first: int, count: int) -> Window:
+        """Elements [first, first + count) of `loc`, mapped (see `Window`)."""
+        if first < 0 or first + count > loc.numel:
+            raise ValueError(f"window [{first}, {first + count}) is outside {loc.name!r} ({loc.numel} elements)")
+        try:
+            return Window(self._fd(loc.file), loc.start + first * loc.itemsize, count, loc.dtype)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{loc.file}: cannot map tensor {loc.name!r}: {exc}") from None
 
     def prefetch(self, loc: TensorLoc, first: int = 0, count: int | None = None) -> None:
         """Ask the kernel to start reading a slice now (POSIX_FADV_WILLNEED), so the disk works
@@ -229,7 +264,7 @@ class ShardedWriter:
         shards = plan_shards(tensors, max_shard_size)
         n = len(shards)
         self.files = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        self._where: dict[str, tuple[int, int, int]] = {}  # name -> (fd, start, nbytes)
+        self._where: dict[str, tuple[int, int, int, str]] = {}  # name -> (fd, start, nbytes, dtype)
         self._written: dict[str, int] = {}
         self._fds: list[int] = []
         self.weight_map: dict[str, str] = {}
@@ -242,21 +277,21 @@ class ShardedWriter:
                 offset += t.nbytes
             blob = json.dumps(header, separators=(",", ":")).encode()
             blob += b" " * (-len(blob) % 8)
-            fd = os.open(os.path.join(out_dir, fname), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(os.path.join(out_dir, fname), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             self._fds.append(fd)
             os.write(fd, struct.pack("<Q", len(blob)) + blob)
             os.ftruncate(fd, 8 + len(blob) + offset)
             data_start = 8 + len(blob)
             for t in shard:
                 begin = header[t.name]["data_offsets"][0]
-                self._where[t.name] = (fd, data_start + begin, t.nbytes)
+                self._where[t.name] = (fd, data_start + begin, t.nbytes, t.dtype)
                 self._written[t.name] = 0
                 self.weight_map[t.name] = fname
             self.total_size += offset
 
     def write(self, name: str, byte_offset: int, data: torch.Tensor) -> None:
         """Write the contiguous tensor `data` at `byte_offset` within tensor `name`."""
-        fd, start, nbytes = self._where[name]
+        fd, start, nbytes, _ = self._where[name]
         view = memoryview(data.contiguous().view(torch.uint8).numpy()).cast("B")
         if byte_offset + len(view) > nbytes:
             raise ValueError(f"write past the end of {name!r}")
@@ -265,12 +300,27 @@ class ShardedWriter:
             done += os.pwrite(fd, view[done:], start + byte_offset + done)
         self._written[name] += len(view)
 
+    def window(self, name: str, first: int, count: int) -> Window:
+        """Elements [first, first + count) of tensor `name`, mapped for writing: fill `data`, then
+        hand it to `written`. Page faults of several threads' windows run in parallel, unlike
+        buffered writes to one file, which the kernel serialises."""
+        fd, start, nbytes, dtype = self._where[name]
+        size = itemsize(dtype)
+        if first < 0 or (first + count) * size > nbytes:
+            raise ValueError(f"window past the end of {name!r}")
+        return Window(fd, start + first * size, count, dtype, write=True)
+
+    def written(self, name: str, window: Window) -> None:
+        """Unmap a filled window and count its bytes as written."""
+        window.close()
+        self._written[name] += window.nbytes
+
     def close(self) -> None:
         """Check that every byte of every tensor was written, close the files, write the index."""
         for fd in self._fds:
             os.close(fd)
         self._fds = []
-        missing = [n for n, (_, _, nb) in self._where.items() if self._written[n] != nb]
+        missing = [n for n, (_, _, nb, _) in self._where.items() if self._written[n] != nb]
         if missing:
             raise RuntimeError(f"merge output incomplete: tensor {missing[0]!r} was not fully written")
         if len(self.files) > 1:

@@ -2,11 +2,12 @@
 
 Every method sees a tensor as a stack of flat float32 rows `xs` (one per non-base model) plus an
 optional flat `base`, and is written as: `start` (per-tensor state from weights and parameters),
-zero or more statistics passes (`accumulate` over blocks of the tensor, then `finish`), and
-`combine` (one output block from the same input block). A tensor that fits in memory runs every
-pass over its blocks in memory; a bigger one is re-read from disk once per pass. The block
-results never depend on how a tensor was cut, so chunked and whole merges agree (up to float
-summation order in the statistics, which are accumulated in float64).
+zero or more statistics passes (`statistics` of each block, summed over the tensor, then
+`finish`), and `combine` (one output block from the same input block). Statistics are sums, so
+blocks can be computed on any thread in any order and added up. A tensor that fits in memory
+runs every pass over its blocks in memory; a bigger one is re-read from disk once per pass. The
+block results never depend on how a tensor was cut, so chunked and whole merges agree (up to
+float summation order in the statistics, which are summed in float64).
 
 Semantics follow mergekit 0.1.5 (`mergekit/merge_methods/*.py`); each class's docstring states
 the formula and where it knowingly differs.
@@ -39,7 +40,6 @@ class TensorState:
     params: dict[str, Any]
     numel: int
     passes: int = 0
-    stats: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     coef: torch.Tensor | None = None
 
@@ -95,10 +95,14 @@ class Method:
     def start(self, state: TensorState) -> None:
         """Set `state.passes` and anything the passes need."""
 
-    def accumulate(self, state: TensorState, pass_index: int, xs: torch.Tensor, base: torch.Tensor | None) -> None:
+    def statistics(self, state: TensorState, pass_index: int, xs: torch.Tensor,
+                   base: torch.Tensor | None) -> torch.Tensor:
+        """This block's share of pass `pass_index`'s statistics: a tensor that sums over blocks.
+        Runs concurrently on several blocks: it may modify `xs` (scratch) but not `state`."""
         raise NotImplementedError
 
-    def finish(self, state: TensorState, pass_index: int) -> None:
+    def finish(self, state: TensorState, pass_index: int, total: torch.Tensor) -> None:
+        """Use the summed statistics of a pass (set `state.coef` or what the next pass needs)."""
         raise NotImplementedError
 
     def combine(self, state: TensorState, xs: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
@@ -117,7 +121,7 @@ class Multislerp(Method):
     tangent space at their normalised weighted mean m and maps back with the exponential map. The
     tangent part vanishes analytically, so the result is m * sum_i w_i |x_i|, i.e.
     (sum c_i x_i) / sqrt(c^T G c) * sum_i w_i |x_i| with c_i = w_i / (|x_i| + eps) and G the Gram
-    matrix of the x_i. One statistics pass accumulates G; `combine` is one matrix-vector product.
+    matrix of the x_i. One statistics pass sums G over blocks; `combine` is one matrix-vector product.
 
     Differences from mergekit: where the weighted mean of the unit tensors is zero (|m| < eps:
     all-zero tensors, or antipodal inputs that cancel) mergekit falls back to linear
@@ -136,17 +140,16 @@ class Multislerp(Method):
         state.extra["w"] = w
         n = len(w)
         state.passes = 1 if n > 1 else 0
-        state.stats = torch.zeros(n, n, dtype=torch.float64)
         if n == 1:
             state.coef = torch.ones(1)
 
-    def accumulate(self, state, pass_index, xs, base):
+    def statistics(self, state, pass_index, xs, base):
         if base is not None:
             xs.sub_(base)
-        state.stats += _gram(xs)
+        return _gram(xs)
 
-    def finish(self, state, pass_index):
-        gram, w, eps = state.stats, state.extra["w"], state.params["eps"]
+    def finish(self, state, pass_index, total):
+        gram, w, eps = total, state.extra["w"], state.params["eps"]
         norms = gram.diagonal().clamp_min(0).sqrt()
         c = w / (norms + eps)
         mean_norm = float((c @ gram @ c).clamp_min(0).sqrt())
@@ -195,14 +198,13 @@ class Slerp(Method):
 
     def start(self, state):
         state.passes = 1
-        state.stats = torch.zeros(3, dtype=torch.float64)
 
-    def accumulate(self, state, pass_index, xs, base):
+    def statistics(self, state, pass_index, xs, base):
         x = xs[0]
-        state.stats += torch.stack([torch.dot(base, base), torch.dot(x, x), torch.dot(base, x)]).double()
+        return torch.stack([torch.dot(base, base), torch.dot(x, x), torch.dot(base, x)]).double()
 
-    def finish(self, state, pass_index):
-        bb, xx, bx = (float(v) for v in state.stats)
+    def finish(self, state, pass_index, total):
+        bb, xx, bx = (float(v) for v in total)
         na = math.sqrt(max(bb, 0.0))
         nb = math.sqrt(max(xx, 0.0))
         na = na if na > self.EPS else 1.0
@@ -283,7 +285,7 @@ class Ties(Method):
         sel = state.extra["select"]
         return (xs[sel] - base).abs_().view(torch.int32), sel
 
-    def accumulate(self, state, pass_index, xs, base):
+    def statistics(self, state, pass_index, xs, base):
         bits, sel = self._bits(state, xs, base)
         offsets = torch.arange(len(sel), dtype=torch.int64).view(-1, 1) * self.BINS
         if pass_index == 0:
@@ -291,11 +293,10 @@ class Ties(Method):
         else:
             hi = torch.tensor(state.extra["hi"], dtype=torch.int32).view(-1, 1)
             keys = ((bits & 0xFFFF).long() + offsets)[(bits >> 16) == hi]
-        counts = torch.bincount(keys.reshape(-1), minlength=len(sel) * self.BINS).view(len(sel), self.BINS)
-        state.stats = counts if state.stats is None else state.stats + counts
+        return torch.bincount(keys.reshape(-1), minlength=len(sel) * self.BINS).view(len(sel), self.BINS)
 
-    def finish(self, state, pass_index):
-        counts, state.stats = state.stats, None
+    def finish(self, state, pass_index, total):
+        counts = total
         # at_least[i, b] = number of entries of row i whose key is >= b
         at_least = counts.flip(1).cumsum(1).flip(1)
         if pass_index == 0:
@@ -370,6 +371,5 @@ def merge_tensors(name: str, tensors: list[torch.Tensor], weights: list[float] |
     b = base.reshape(-1).float() if base is not None else None
     state = new_state(method, [mp.get("weight", 1.0) for mp in model_params], params, model_params, xs.shape[1])
     for p in range(state.passes):
-        method.accumulate(state, p, xs.clone(), b)
-        method.finish(state, p)
+        method.finish(state, p, method.statistics(state, p, xs.clone(), b))
     return method.combine(state, xs, b).reshape(tensors[0].shape)

@@ -68,7 +68,8 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
         base = _localize(request.base_model, stack, cache) if request.base_model else None
         files_from = _localize(request.files_source(), stack, cache)
         job = StreamingMerge(LocalInputs(method, paths, base, params, model_params, dtype),
-                             cfg.memory_budget, cfg.max_shard_size, progress=progress)
+                             cfg.memory_budget, cfg.max_shard_size, progress=progress,
+                             threads=cfg.threads)
         fingerprints = {uri: fingerprint(local) for uri, local in cache.items()}
         local_out = isinstance(out_fs, pafs.LocalFileSystem)
         with storage.staged_dir(out_fs, out_path) as staged:

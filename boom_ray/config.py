@@ -156,8 +156,8 @@ class MergeConfig(Strict):
     max_shard_size: int = Field(default=parse_size("5GB"))
     num_cpus: float = Field(1.0, gt=0)
     threads: int | None = Field(None, ge=1)
-    """Worker threads that read and compute a merge; default: torch's thread count, which is the
-    machine's cores outside Ray and the task's num_cpus inside a Ray task."""
+    """Worker threads that compute a merge; default: OMP_NUM_THREADS where set (Ray sets it from a
+    task's num_cpus), else the CPUs this process may use."""
     memory: int | None = None
     """Bytes of memory the Ray merge task reserves; default: twice the memory budget."""
     copy_files_from: str | None = None

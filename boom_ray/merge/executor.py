@@ -16,18 +16,19 @@ so the whole merge uses every core.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-import torch
+import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
-from boom_ray.merge.io import (DTYPES, FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc,
-                               TensorReader, Window, index_model, itemsize)
+from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc, TensorReader,
+                               Window, from_float32, index_model, itemsize, to_float32)
 from boom_ray.merge.methods import Method, TensorState, new_state
 
 
@@ -142,7 +143,7 @@ class StreamingMerge:
         self.in_size = max(loc.itemsize for loc in self.ref.values())
         self.out_size = max([itemsize(self.out_dtype(loc)) for loc in floats] + [self.in_size])
         self.plan = plan_memory(memory_budget, self.rows, self.in_size, self.out_size, self.method.scratch,
-                                max(1, threads or torch.get_num_threads()))
+                                threads or default_threads())
         self.largest = max(loc.numel for loc in self.ref.values())
 
     def out_dtype(self, loc: TensorLoc) -> str:
@@ -172,7 +173,7 @@ class StreamingMerge:
         threads = self.plan.threads
         workers = ThreadPoolExecutor(threads, thread_name_prefix="merge-worker") if threads > 1 else None
         try:
-            with TensorReader() as reader, _one_thread():
+            with TensorReader() as reader, threadpool_limits(1):
                 run = _Run(self, reader, writer, bar, workers)
                 names = list(self.ref)
                 for k, (name, loc) in enumerate(self.ref.items()):
@@ -203,8 +204,11 @@ class _Run:
                  workers: ThreadPoolExecutor | None) -> None:
         self.job, self.method, self.plan = job, job.method, job.plan
         self.reader, self.writer, self.bar, self.workers = reader, writer, bar, workers
-        scratch = job.rows * min(self.plan.block, job.largest)
-        self.xs = [torch.empty(scratch, dtype=torch.float32) for _ in range(self.plan.threads)]
+        block = min(self.plan.block, job.largest)
+        # per worker: the float32 rows of a block, one float32 result row, one uint32 row for rounding
+        self.xs = [np.empty(job.rows * block, dtype=np.float32) for _ in range(self.plan.threads)]
+        self.res = [np.empty(block, dtype=np.float32) for _ in range(self.plan.threads)]
+        self.bits = [np.empty(block, dtype=np.uint32) for _ in range(self.plan.threads)]
 
     def copy_tensor(self, loc: TensorLoc) -> None:
         for first in range(0, loc.numel, self.plan.chunk):
@@ -235,20 +239,22 @@ class _Run:
                     w.close()
 
     def on_blocks(self, wins: list[Window], lo: int, hi: int, work: Callable[..., Any]) -> list:
-        """`work(start, xs, base)` on every block of elements [lo, hi) of the windows, with `xs`
-        the non-base rows and `base` the base row as float32 scratch; one block-aligned slice per
-        worker thread. Returns the results in block order."""
+        """`work(start, xs, base, worker)` on every block of elements [lo, hi) of the windows,
+        with `xs` the non-base rows and `base` the base row as float32 scratch and `worker` the
+        index of the thread's own scratch; one block-aligned slice per worker thread. Returns the
+        results in block order."""
         plan, job = self.plan, self.job
         raws = [w.data for w in wins]
+        dtype = wins[0].dtype
 
         def one_slice(k: int, a0: int, a1: int) -> list:
             out = []
             for a in range(a0, a1, plan.block):
                 m = min(plan.block, a1 - a)
-                rows = self.xs[k][: job.rows * m].view(job.rows, m)
+                rows = self.xs[k][: job.rows * m].reshape(job.rows, m)
                 for i, raw in enumerate(raws):
-                    rows[i].copy_(raw[a:a + m])
-                out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None))
+                    to_float32(raw[a:a + m], dtype, rows[i])
+                out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k))
             return out
 
         slices = [(lo + a, lo + b) for a, b in block_slices(hi - lo, plan.block, plan.threads)]
@@ -278,9 +284,9 @@ class _Run:
         for first, wins in self.windows(locs):
             self._combine(state, loc, first, wins)
 
-    def _statistics(self, state: TensorState, p: int, wins: list[Window]) -> torch.Tensor:
-        stats = self.on_blocks(wins, 0, wins[0].data.numel(),
-                               lambda a, xs, base: self.method.statistics(state, p, xs, base))
+    def _statistics(self, state: TensorState, p: int, wins: list[Window]) -> np.ndarray:
+        stats = self.on_blocks(wins, 0, wins[0].data.size,
+                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base))
         total = stats[0]
         for s in stats[1:]:
             total = total + s
@@ -289,20 +295,19 @@ class _Run:
     def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window]) -> None:
         """Output elements [first, first + window length), stored through a mapped output window."""
         method = self.method
-        count = wins[0].data.numel()
+        count = wins[0].data.size
         window = self.writer.window(loc.name, first, count)
-        out = window.data
-        check_f16 = out.dtype == torch.float16
+        out, out_dtype = window.data, window.dtype
 
-        def combine(a: int, xs: torch.Tensor, base: torch.Tensor | None) -> None:
-            merged = method.combine(state, xs, base)
-            if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
-                bad = int((~torch.isfinite(merged)).nonzero()[0]) + first + a
+        def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
+            merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]])
+            if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
+                bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
                                      f"{bad}; method {method.name}); check the inputs and weights")
-            part = out[a:a + merged.numel()]
-            part.copy_(merged)
-            if check_f16 and not bool(torch.isfinite(part).all()):
+            part = out[a:a + merged.size]
+            from_float32(merged, out_dtype, part, self.bits[k][:merged.size])
+            if out_dtype == "F16" and not bool(np.isfinite(part).all()):
                 raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
 
         try:
@@ -315,17 +320,15 @@ class _Run:
         self.writer.written(loc.name, window)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Each op runs on one block and one thread: the merge's own workers split a chunk between
-    them, and OpenMP teams on cache-sized ops would only wait for each other (badly so on a busy
-    machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def default_threads() -> int:
+    """Worker threads when none are configured: OMP_NUM_THREADS where set (Ray sets it to a task's
+    num_cpus), else the CPUs this process may run on. (BLAS itself runs single-threaded inside a
+    merge: the workers split the windows, and BLAS thread teams on cache-sized blocks would only
+    wait for each other.)"""
     try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def human_bytes(n: float) -> str:

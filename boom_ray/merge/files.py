@@ -35,7 +35,8 @@ def copy_model_files(src: str, dst: str, dtype: str | None = None) -> list[str]:
     config = os.path.join(dst, "config.json")
     if dtype and os.path.isfile(config):
         try:
-            data = json.load(open(config))
+            with open(config) as f:
+                data = json.load(f)
         except ValueError:
             return copied
         if isinstance(data, dict):

@@ -24,24 +24,48 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from boom_ray.errors import BoomError
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+STORAGE: dict[str, np.dtype] = {name: np.dtype(t) for name, t in {
+    "F64": "f8", "F32": "f4", "F16": "f2", "BF16": "u2",
+    "I64": "i8", "I32": "i4", "I16": "i2", "I8": "i1",
+    "U64": "u8", "U32": "u4", "U16": "u2", "U8": "u1", "BOOL": "u1",
+    "F8_E4M3": "u1", "F8_E5M2": "u1",
+}.items()}
+"""numpy dtype holding each safetensors dtype's bytes (numpy has no bfloat16 or float8: those are
+kept as raw bits and converted by `to_float32` / `from_float32`)."""
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 """Dtypes that are merged; any other tensor (integer buffers such as position ids) is copied
 from the first model."""
 OUTPUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+
+
+def to_float32(raw: np.ndarray, dtype: str, out: np.ndarray) -> None:
+    """`raw` (storage of a float dtype) as float32 into `out`; bfloat16 is the top half of a float32."""
+    if dtype == "BF16":
+        np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+    else:
+        out[...] = raw
+
+
+def from_float32(x: np.ndarray, dtype: str, out: np.ndarray, scratch: np.ndarray | None = None) -> None:
+    """float32 `x` into `out` (storage of a float dtype), rounding to nearest even as torch does;
+    `scratch` (uint32, x's size) saves bfloat16 rounding a temporary."""
+    if dtype == "BF16":
+        bits = x.view(np.uint32)
+        rounded = np.right_shift(bits, 16, out=scratch)
+        rounded &= 1
+        rounded += 0x7FFF
+        rounded += bits
+        rounded >>= 16
+        out[...] = rounded
+    else:
+        with np.errstate(over="ignore"):  # float16 overflow becomes inf, which the executor reports
+            out[...] = x
 
 
 class CheckpointError(BoomError):
@@ -72,7 +96,7 @@ class TensorLoc:
 
 
 def itemsize(dtype: str) -> int:
-    return DTYPES[dtype].itemsize
+    return STORAGE[dtype].itemsize
 
 
 def read_header(path: str) -> tuple[dict, int]:
@@ -133,7 +157,7 @@ def index_model(model_dir: str) -> dict[str, TensorLoc]:
                 dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
             except (KeyError, TypeError, ValueError):
                 raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry") from None
-            if dtype not in DTYPES:
+            if dtype not in STORAGE:
                 raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
             loc = TensorLoc(name, path, dtype, shape, data_start + begin, end - begin)
             if loc.nbytes != loc.numel * loc.itemsize or loc.start + loc.nbytes > size or begin < 0:
@@ -150,21 +174,20 @@ def index_model(model_dir: str) -> dict[str, TensorLoc]:
 
 class Window:
     """`count` elements of dtype `dtype` at byte `start` of an open file, mapped: `data` is a 1-D
-    tensor over the mapping. Read windows are copy-on-write (torch wants writable buffers;
-    nothing writes them); write windows are shared, so stores land in the file's page cache with
-    no copy. `close()` unmaps it, and its pages leave this process's RSS."""
+    numpy array (of the `STORAGE` dtype) over the mapping. Read windows are read-only; write
+    windows are shared, so stores land in the file's page cache with no copy. `close()` unmaps
+    it, and its pages leave this process's RSS."""
 
     def __init__(self, fd: int, start: int, count: int, dtype: str, write: bool = False) -> None:
         size = itemsize(dtype)
         aligned = start - start % mmap.ALLOCATIONGRANULARITY
         nbytes = count * size
-        access = mmap.ACCESS_WRITE if write else mmap.ACCESS_COPY
+        access = mmap.ACCESS_WRITE if write else mmap.ACCESS_READ
         self._map = mmap.mmap(fd, start - aligned + nbytes, access=access, offset=aligned) if nbytes else None
-        # through numpy, which holds a buffer export while any view lives, so an early close()
-        # cannot unmap pages under a live tensor
-        raw = (np.frombuffer(self._map, dtype=f"u{size}", count=count, offset=start - aligned) if nbytes
-               else np.empty(0, dtype=f"u{size}"))
-        self.data = torch.from_numpy(raw).view(DTYPES[dtype])
+        # numpy holds a buffer export while any view lives, so close() cannot unmap live pages
+        self.data = (np.frombuffer(self._map, dtype=STORAGE[dtype], count=count, offset=start - aligned) if nbytes
+                     else np.empty(0, dtype=STORAGE[dtype]))
+        self.dtype = dtype
         self.nbytes = nbytes
 
     def close(self) -> None:
@@ -289,10 +312,10 @@ class ShardedWriter:
                 self.weight_map[t.name] = fname
             self.total_size += offset
 
-    def write(self, name: str, byte_offset: int, data: torch.Tensor) -> None:
-        """Write the contiguous tensor `data` at `byte_offset` within tensor `name`."""
+    def write(self, name: str, byte_offset: int, data: np.ndarray) -> None:
+        """Write the bytes of array `data` at `byte_offset` within tensor `name`."""
         fd, start, nbytes, _ = self._where[name]
-        view = memoryview(data.contiguous().view(torch.uint8).numpy()).cast("B")
+        view = memoryview(np.ascontiguousarray(data).view(np.uint8)).cast("B")
         if byte_offset + len(view) > nbytes:
             raise ValueError(f"write past the end of {name!r}")
         done = 0

@@ -13,7 +13,12 @@ from safetensors import safe_open
 from boom_ray.config import MergeConfig
 from boom_ray.merge.executor import InputMismatchError, MergeError, NonFiniteError
 from boom_ray.merge.io import CheckpointError, index_model
-from boom_ray.merge.methods import merge_tensors
+from boom_ray.merge.methods import merge_tensors as merge_arrays
+
+
+def merge_tensors(*args, **kwargs) -> torch.Tensor:
+    """The numpy reference merge, as a torch tensor for comparisons."""
+    return torch.from_numpy(merge_arrays(*args, **kwargs))
 from boom_ray.merge.request import MANIFEST, MergeRequest, ModelInput
 from boom_ray.merge.task import MergeOutputExists, merge
 

@@ -9,7 +9,12 @@ import math
 import pytest
 import torch
 
-from boom_ray.merge.methods import METHODS, MergeMethodError, merge_tensors
+from boom_ray.merge.methods import METHODS, MergeMethodError, merge_tensors as merge_arrays
+
+
+def merge_tensors(*args, **kwargs) -> torch.Tensor:
+    """The numpy reference merge, as a torch tensor for comparisons."""
+    return torch.from_numpy(merge_arrays(*args, **kwargs))
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

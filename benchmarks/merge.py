@@ -1,6 +1,6 @@
 """Merge benchmark: boom-ray's streaming merge against mergekit 0.1.5 and the plain-file I/O floor.
 
-    .venv/bin/python benchmarks/merge.py                 # equality set + big benchmark, 3 runs
+    .venv/bin/python benchmarks/merge.py                 # equality set + big benchmark, 5 runs (3 with mergekit)
     .venv/bin/python benchmarks/merge.py --runs 1 --skip-equality
     .venv/bin/python benchmarks/merge.py --skip-big      # only the float32 equality set
 
@@ -11,11 +11,12 @@
 2. Big: five random checkpoints with Qwen3-4B shapes but 4 layers (hidden 2560, intermediate
    9728, 32 heads, 8 KV heads, head dim 128, vocab 151936, tied embeddings; bfloat16 in 1 GB
    shards, ~1.6 GB each), merged by multislerp with weights 0.2 ... 1.0 from one YAML (dtype
-   bfloat16: mergekit computes in bfloat16, boom-ray in float32; both write bfloat16). Each run
-   starts with `sync` (no dirty pages; the inputs stay in the page cache) and measures,
-   in this order: the I/O floor (read every input file, write an output of the merged size,
-   plain file I/O with a 64 MiB buffer), `boom merge` and `mergekit-yaml`, each a subprocess
-   under `/usr/bin/time -v` (wall time, peak RSS). Medians over `--runs`.
+   bfloat16: mergekit computes in bfloat16, boom-ray in float32; both write bfloat16). Each
+   measurement starts with the inputs read once into the page cache, `sync` (no dirty pages)
+   and no previous output, and each run measures, in this order: the I/O floor (read every input
+   file, write an output of the merged size, plain file I/O with a 64 MiB buffer), `boom merge`
+   and (in the first `--mergekit-runs` runs) `mergekit-yaml`, the tools as subprocesses under
+   `/usr/bin/time -v` (wall time, peak RSS, process start included). Medians over the runs.
 
 mergekit is installed by this script into its own venv, benchmarks/_out/mergekit-venv (git
 ignored): a plain venv, `pip install torch==2.13.0` first (the local CPU wheel, so nothing pulls
@@ -244,6 +245,19 @@ def available_gib() -> float:
     return float("inf")
 
 
+def warm_page_cache(inputs: list[Path]) -> None:
+    """Read every input file once (untimed), so each measurement starts with the inputs in the
+    page cache: mergekit's 20 GB peak and the machine's idle-page reclaim otherwise evict them,
+    and whichever tool ran next would pay for the disk."""
+    buf = bytearray(64 << 20)
+    for d in inputs:
+        for f in sorted(d.glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    pass
+    os.sync()
+
+
 def io_floor(inputs: list[Path], out_bytes: int, out_file: Path) -> float:
     """Seconds to read every input file and write `out_bytes`, plain file I/O, 64 MiB buffer."""
     buf = bytearray(64 << 20)
@@ -263,7 +277,7 @@ def io_floor(inputs: list[Path], out_bytes: int, out_file: Path) -> float:
     return wall
 
 
-def big(mergekit: Path, runs: int, budget: str, keep: bool) -> dict:
+def big(mergekit: Path, runs: int, mergekit_runs: int, budget: str, keep: bool) -> dict:
     import yaml
 
     work = OUT / "merge_big"
@@ -285,19 +299,25 @@ def big(mergekit: Path, runs: int, budget: str, keep: bool) -> dict:
     ypath.write_text(yaml.safe_dump(cfg))
     rows: dict[str, list[dict]] = {"floor": [], "boom": [], "mergekit": []}
     for r in range(runs):
-        os.sync()  # every measurement starts without dirty pages; inputs stay in the page cache
+        # Every measurement starts from the same state: inputs in the page cache, no dirty pages,
+        # no previous output (removed before the clock starts, for every tool alike).
+        warm_page_cache(models)
         rows["floor"].append({"wall_s": io_floor(models, sizes[0], work / "floor.bin")})
-        os.sync()
-        rows["boom"].append(timed([*BOOM, str(ypath), "--out", str(work / "out-boom"), "--force",
+        shutil.rmtree(work / "out-boom", ignore_errors=True)
+        warm_page_cache(models)
+        rows["boom"].append(timed([*BOOM, str(ypath), "--out", str(work / "out-boom"),
                                    "--set", f"memory_budget={budget}"]))
-        os.sync()
+        if r >= mergekit_runs:
+            print(f"run {r + 1}: " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" for k, v in rows.items() if k != "mergekit"), flush=True)
+            continue
+        shutil.rmtree(work / "out-mk", ignore_errors=True)
+        warm_page_cache(models)
         # mergekit peaks near 17 GiB here: on a shared machine, wait for memory rather than get
         # it (or a neighbour) OOM-killed; skip this run's mergekit if none frees up.
         deadline = time.time() + 300
         while available_gib() < 15 and time.time() < deadline:
             time.sleep(10)
         if available_gib() >= 15:
-            shutil.rmtree(work / "out-mk", ignore_errors=True)
             rows["mergekit"].append(timed([str(mergekit), str(ypath), str(work / "out-mk"), "--quiet"]))
         else:
             print(f"run {r + 1}: mergekit skipped, only {available_gib():.1f} GiB available", flush=True)
@@ -310,7 +330,8 @@ def big(mergekit: Path, runs: int, budget: str, keep: bool) -> dict:
               "median": med, "all": rows, "max_rel_diff_vs_mergekit": rel, "worst_tensor": where,
               "speedup_vs_mergekit": med["mergekit"]["wall_s"] / med["boom"]["wall_s"],
               "rss_ratio_vs_mergekit": med["boom"]["rss_mib"] / med["mergekit"]["rss_mib"],
-              "wall_over_io_floor": med["boom"]["wall_s"] / med["floor"]["wall_s"]}
+              "wall_over_io_floor": med["boom"]["wall_s"] / med["floor"]["wall_s"],
+              "wall_over_io_floor_per_run": [b["wall_s"] / f["wall_s"] for b, f in zip(rows["boom"], rows["floor"])]}
     if not keep:
         shutil.rmtree(work)
     return result
@@ -318,7 +339,9 @@ def big(mergekit: Path, runs: int, budget: str, keep: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5, help="floor and boom-ray runs of the big benchmark")
+    ap.add_argument("--mergekit-runs", type=int, default=3, help="how many of those runs also time mergekit "
+                    "(about 3 minutes each)")
     ap.add_argument("--budget", default="512MiB", help="boom-ray memory_budget for the big merge")
     ap.add_argument("--skip-equality", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
@@ -333,7 +356,7 @@ def main() -> None:
     if not args.skip_equality:
         results["equality"] = equality(mergekit)
     if not args.skip_big:
-        results["big"] = big(mergekit, args.runs, args.budget, args.keep)
+        results["big"] = big(mergekit, args.runs, min(args.mergekit_runs, args.runs), args.budget, args.keep)
     results_path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

@@ -297,7 +297,7 @@ class _Run:
         method = self.method
         count = wins[0].data.size
         window = self.writer.window(loc.name, first, count)
-        out, out_dtype = window.data, window.dtype
+        out_dtype = window.dtype
 
         def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
             merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]])
@@ -305,7 +305,7 @@ class _Run:
                 bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
                                      f"{bad}; method {method.name}); check the inputs and weights")
-            part = out[a:a + merged.size]
+            part = window.data[a:a + merged.size]  # no view outlives the block, so the window can unmap
             from_float32(merged, out_dtype, part, self.bits[k][:merged.size])
             if out_dtype == "F16" and not bool(np.isfinite(part).all()):
                 raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
@@ -313,10 +313,8 @@ class _Run:
         try:
             self.on_blocks(wins, 0, count, combine)
         except BaseException:
-            del out
             window.close()
             raise
-        del out
         self.writer.written(loc.name, window)
 
 

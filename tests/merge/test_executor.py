@@ -14,15 +14,16 @@ from boom_ray.config import MergeConfig
 from boom_ray.merge.executor import InputMismatchError, MergeError, NonFiniteError
 from boom_ray.merge.io import CheckpointError, index_model
 from boom_ray.merge.methods import merge_tensors as merge_arrays
+from boom_ray.merge.request import MANIFEST, MergeRequest, ModelInput
+from boom_ray.merge.task import MergeOutputExists, merge
+
+from .conftest import load_dir, make_model
 
 
 def merge_tensors(*args, **kwargs) -> torch.Tensor:
     """The numpy reference merge, as a torch tensor for comparisons."""
     return torch.from_numpy(merge_arrays(*args, **kwargs))
-from boom_ray.merge.request import MANIFEST, MergeRequest, ModelInput
-from boom_ray.merge.task import MergeOutputExists, merge
 
-from .conftest import load_dir, make_model
 
 BIG = MergeConfig(memory_budget="64MB")
 TINY = MergeConfig(memory_budget=40_000, max_shard_size=4_000)
@@ -58,6 +59,20 @@ def test_streamed_equals_in_memory_reference_chunked_or_not(models, tmp_path, ca
                             inputs[3][name] if with_base else None, params, [per_model] * 3)
         assert torch.allclose(got, ref, rtol=0, atol=1e-6 * float(ref.abs().max())), name
         assert torch.allclose(chunked[name], got, rtol=0, atol=1e-6 * float(ref.abs().max())), name
+
+
+@pytest.mark.parametrize("case", ["multislerp", "ties"])
+def test_output_bytes_do_not_depend_on_threads_and_nothing_stays_mapped(models, tmp_path, case):
+    outs = []
+    for threads in (1, 3):
+        out = tmp_path / f"t{threads}"
+        merge(request(models, case), str(out), MergeConfig(memory_budget=60_000, threads=threads), progress=False)
+        outs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.safetensors"))})
+    assert outs[0] == outs[1]
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # every window was unmapped when the merge returned (the RSS bound relies on it)
+        mapped = maps.read_text()
+        assert not [m for m in models if str(m) in mapped] and str(tmp_path / "t3") not in mapped
 
 
 def test_shards_index_files_and_manifest(models, tmp_path):

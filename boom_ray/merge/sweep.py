@@ -90,7 +90,8 @@ def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> Mer
 
 
 def check_methods(cfg: RunConfig, bags: list[str]) -> None:
-    """Fail before Tune starts when a method cannot merge these bags (base, counts, parameters)."""
+    """Fail before Tune starts when a method cannot merge these bags (base, counts, parameters,
+    a base whose tensors differ from the bag exports')."""
     for method in cfg.sweep.methods:
         request = merge_request(cfg, method, {b: 1.0 for b in bags})
         try:
@@ -98,6 +99,30 @@ def check_methods(cfg: RunConfig, bags: list[str]) -> None:
                                         request.parameters, [m.parameters for m in request.models])
         except BoomError as exc:
             raise SweepError(f"sweep.methods: {method} cannot merge bags {bags}: {exc}") from None
+        if request.base_model:
+            _check_base_matches(cfg, method, request)
+
+
+def _check_base_matches(cfg: RunConfig, method: str, request: MergeRequest) -> None:
+    """Every trial would fail the merge's tensor check if the base is saved differently from the
+    bag exports (the fallback, `model.name_or_path`, usually is: a raw HF checkpoint, not an
+    export); say so once, with the fix. Remote inputs are left to each trial's check."""
+    from boom_ray.merge.executor import check_inputs
+    from boom_ray.merge.io import index_model
+
+    paths = [request.models[0].path, request.base_model]
+    resolved = [storage.resolve(p) for p in paths]
+    if not all(isinstance(fs, pafs.LocalFileSystem) for fs, _ in resolved):
+        return
+    try:
+        check_inputs(paths, [index_model(local) for _, local in resolved])
+    except BoomError as exc:
+        configured = any(m.method == method and m.base_model for m in cfg.merge.merges)
+        where = "its base_model" if configured else f"model.name_or_path ({cfg.model.name_or_path}), as no " \
+            f"merge.merges entry of {method} names a base_model"
+        raise SweepError(f"sweep.methods: {method} merges on top of {where}, which does not match the bag "
+                         f"exports: {exc}. Give a {method} entry in merge.merges a base_model saved like the "
+                         "exports (for example one of the bag models)") from None
 
 
 def default_grid(cfg: RunConfig) -> list[float]:

@@ -139,6 +139,9 @@ def test_sweep_errors_are_clear(bag_models, tmp_path):
         run_sweep(missing)
     with pytest.raises(SweepError, match="slerp cannot merge"):
         run_sweep(sweep_config(bag_models, suite, methods=["slerp"]))
+    # ties needs a base; the fallback (the raw HF model) is not saved like the bag exports
+    with pytest.raises(SweepError, match=r"ties merges on top of model.name_or_path .* base_model saved like"):
+        run_sweep(sweep_config(bag_models, suite, methods=["ties"]))
 
 
 def test_search_space_shapes(bag_models, tmp_path):

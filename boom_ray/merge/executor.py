@@ -50,6 +50,7 @@ MAX_BLOCK = 1 << 17
 statistics and the combine of a block run in cache and RAM sees each input byte about once per
 pass."""
 
+
 @dataclass(frozen=True)
 class LocalInputs:
     """Resolved, validated inputs of one merge: `paths[i]` for the non-base models, then the base."""
@@ -129,20 +130,17 @@ class StreamingMerge:
                  threads: int | None = None) -> None:
         self.inputs = inputs
         self.method = inputs.method
-        self.budget = memory_budget
         self.max_shard_size = max_shard_size
         self.progress = progress
         labels = inputs.paths + ([inputs.base] if inputs.base else [])
-        self.labels = labels
         self.indexes = [index_model(p) for p in labels]
         check_inputs(labels, self.indexes)
         self.ref = self.indexes[0]
         self.rows = len(labels)
         self.n = len(inputs.paths)
-        floats = [loc for loc in self.ref.values() if loc.dtype in FLOAT_DTYPES] or list(self.ref.values())
-        self.in_size = max(loc.itemsize for loc in self.ref.values())
-        self.out_size = max([itemsize(self.out_dtype(loc)) for loc in floats] + [self.in_size])
-        self.plan = plan_memory(memory_budget, self.rows, self.in_size, self.out_size, self.method.scratch,
+        in_size = max(loc.itemsize for loc in self.ref.values())
+        out_size = max(itemsize(self.out_dtype(loc)) for loc in self.ref.values())
+        self.plan = plan_memory(memory_budget, self.rows, in_size, out_size, self.method.scratch,
                                 threads or default_threads())
         self.largest = max(loc.numel for loc in self.ref.values())
 
@@ -238,8 +236,8 @@ class _Run:
                 for w in wins:
                     w.close()
 
-    def on_blocks(self, wins: list[Window], lo: int, hi: int, work: Callable[..., Any]) -> list:
-        """`work(start, xs, base, worker)` on every block of elements [lo, hi) of the windows,
+    def on_blocks(self, wins: list[Window], work: Callable[..., Any]) -> list:
+        """`work(start, xs, base, worker)` on every block of the windows,
         with `xs` the non-base rows and `base` the base row as float32 scratch and `worker` the
         index of the thread's own scratch; one block-aligned slice per worker thread. Returns the
         results in block order."""
@@ -257,7 +255,7 @@ class _Run:
                 out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k))
             return out
 
-        slices = [(lo + a, lo + b) for a, b in block_slices(hi - lo, plan.block, plan.threads)]
+        slices = block_slices(wins[0].data.size, plan.block, plan.threads)
         if self.workers is None or len(slices) == 1:
             parts = [one_slice(k, a, b) for k, (a, b) in enumerate(slices)]
         else:
@@ -285,8 +283,7 @@ class _Run:
             self._combine(state, loc, first, wins)
 
     def _statistics(self, state: TensorState, p: int, wins: list[Window]) -> np.ndarray:
-        stats = self.on_blocks(wins, 0, wins[0].data.size,
-                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base))
+        stats = self.on_blocks(wins, lambda a, xs, base, k: self.method.statistics(state, p, xs, base))
         total = stats[0]
         for s in stats[1:]:
             total = total + s
@@ -311,7 +308,7 @@ class _Run:
                 raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
 
         try:
-            self.on_blocks(wins, 0, count, combine)
+            self.on_blocks(wins, combine)
         except BaseException:
             window.close()
             raise

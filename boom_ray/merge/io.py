@@ -19,7 +19,6 @@ import json
 import mmap
 import os
 import struct
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,19 +201,15 @@ class Window:
 
 
 class TensorReader:
-    """Windows of tensors, mapped from files opened once each; safe to use from several threads."""
+    """Windows of tensors, mapped from files opened once each."""
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
-        self._lock = threading.Lock()
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            with self._lock:
-                fd = self._fds.get(path)
-                if fd is None:
-                    fd = self._fds[path] = os.open(path, os.O_RDONLY)
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
         return fd
 
     def map(self, loc: TensorLoc, first: int, count: int) -> Window:

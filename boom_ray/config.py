@@ -218,7 +218,8 @@ class UpdateConfig(Strict):
 
 class RayConfig(Strict):
     address: str | None = None
-    """Ray cluster address; default: connect to a running cluster if any, else start a local one."""
+    """Ray cluster address; default: the RAY_ADDRESS environment variable where set, else a fresh
+    local Ray for this process (never a cluster that `ray start` runs on this machine)."""
     num_cpus: int | None = Field(None, ge=1)
     """CPUs of a local Ray started by boom-ray; default: all."""
 
@@ -273,6 +274,7 @@ class RunConfig(Strict):
         fix("train", "deepspeed_config", model)
         fix("update", "current_model", model)
         fix("update", "old_corpus", output)
+        fix("merge", "copy_files_from", model)
         ev = data.get("eval")
         if isinstance(ev, dict):
             for key in ("suites", "dev_suites"):
@@ -333,19 +335,34 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
 
 
 def set_dotted(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """Apply `{"train.max_steps": 20, ...}` to a nested config mapping, in place."""
+    """Apply `{"train.max_steps": 20, ...}` to a nested config mapping, in place. A missing or
+    empty (null) section is created; a key below a value that is not a mapping is an error."""
     for dotted, value in changes.items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents, 1):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted}: {'.'.join(parents[:depth])} is a "
+                                  f"{type(child).__name__} ({child!r}), not a mapping")
+            node = child
         node[leaf] = value
     return data
 
 
+def explicit_settings(cfg: RunConfig) -> dict[str, Any]:
+    """`cfg` as JSON with only the fields that were set, for whoever validates it again (a training
+    worker, `derive`): a model setting left unset must stay unset there, so that it is still
+    filled from the model's own sentence-transformers files (MiniLM's mean pooling, say) rather
+    than from ModelConfig's default."""
+    return cfg.model_dump(mode="json", exclude_unset=True)
+
+
 def derive(cfg: RunConfig, changes: dict[str, Any], source: str = "<derived config>") -> RunConfig:
     """A validated copy of `cfg` with dotted keys changed."""
-    return validate_config(set_dotted(cfg.model_dump(mode="json"), changes), source)
+    return validate_config(set_dotted(explicit_settings(cfg), changes), source)
 
 
 def bag_name(ratio: float) -> str:

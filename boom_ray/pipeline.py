@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from boom_ray import storage
 from boom_ray.config import RunConfig
+from boom_ray.errors import BoomError
 
 STAGES = ("bag", "train", "merge", "eval", "report")
 
@@ -92,9 +93,7 @@ def _report(cfg: RunConfig, force: bool) -> tuple[str, dict]:
     from boom_ray.eval.report import write_report
 
     out = write_report(cfg)  # evaluations are cached by the eval stage; this only renders
-    fs, _ = storage.resolve(cfg.workdir)
-    with fs.open_input_stream(out["report_md"]) as f:
-        print(f.read().decode())
+    print(out["markdown"])
     print(f"report: {out['report_md']} and {out['report_png']}")
     return "done", {"report_md": out["report_md"], "report_png": out["report_png"]}
 
@@ -109,6 +108,9 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any
 
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"unknown stage {from_stage!r}; stages are {', '.join(STAGES)}")
+    if not cfg.eval.suites:  # found now, not after hours of training
+        raise BoomError("eval.suites is empty in the run config: the pipeline's eval and report stages "
+                        "need at least one suite")
     init_ray(cfg.ray)
     fs, root = storage.resolve(cfg.workdir)
     fs.create_dir(root, recursive=True)
@@ -122,7 +124,6 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any
             print(f"\n=== {record.name} ===", flush=True)
             record.started = _now()
             start = time.perf_counter()
-            record.status = "running"
             try:
                 record.status, record.detail = RUNNERS[record.name](cfg, index >= first_forced)
             except BaseException:

@@ -124,7 +124,8 @@ def tree_digest(uri: str, content: bool = False) -> str:
         digest.update(f"{rel}\0{info.size}\0".encode())
         if content:
             with fs.open_input_stream(info.path) as f:
-                digest.update(f.read())
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
         else:
             digest.update(f"{info.mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -143,6 +144,10 @@ def local_dir(uri: str) -> str:
     cache = os.path.join(tempfile.gettempdir(), "boom-ray-cache", tree_digest(uri)[:24])
     if not os.path.isdir(cache):
         local = pafs.LocalFileSystem()
-        with staged_dir(local, cache) as tmp:
-            pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=local)
+        try:
+            with staged_dir(local, cache, replace=False) as tmp:
+                pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=local)
+        except OSError:  # FileExistsError among them: another process here finished the same copy first
+            if not os.path.isdir(cache):
+                raise
     return cache

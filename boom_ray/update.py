@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import posixpath
+import tempfile
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -108,24 +110,43 @@ def training_cost(cfg: RunConfig, mix: dict[str, Any], export: dict[str, Any]) -
             "bags_in_full_retrain": [bag_name(r) for r in cfg.bagging.ratios]}
 
 
+ALIGNED_FROM = ".boom_aligned_from.json"
+"""In an aligned copy: the fingerprint of the model it was made from (hidden, so a merge does not
+copy it into its output)."""
+
+
 def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> str:
     """The current model with the same tensors as the update export.
 
     A model saved by another transformers version may carry buffers the export does not (e.g.
     BERT's `embeddings.position_ids`), and merging needs identical tensor sets. Such a model is
-    loaded and saved once in boom-ray's format under `<workdir>/current/`; a boom-ray export or
-    merge is used as it is."""
+    loaded and saved once in boom-ray's format under `<workdir>/current/`, which is reused while
+    the current model's fingerprint stays the same; a boom-ray export or merge is used as it is."""
     from boom_ray.merge.io import index_model
+    from boom_ray.merge.request import fingerprint
 
     fs, local = storage.resolve(current)
-    if not isinstance(fs, pafs.LocalFileSystem) or set(index_model(local)) == set(index_model(update_model)):
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return current
+    export_tensors = set(index_model(storage.local_dir(update_model)))
+    if set(index_model(local)) == export_tensors:
         return current
     from boom_ray.model.embedder import Embedder
 
+    source = fingerprint(current)
     aligned = posixpath.join(cfg.workdir, "current")
-    if not (storage.exists(*storage.resolve(aligned)) and set(index_model(aligned)) == set(index_model(update_model))):
-        print(f"{current}: tensors differ from the export format; saving an aligned copy to {aligned}")
-        Embedder.from_pretrained(current, cfg.model).save(aligned)
+    afs, apath = storage.resolve(aligned)
+    made_from = storage.read_json_or_none(afs, posixpath.join(apath, ALIGNED_FROM)) or {}
+    if made_from.get("fingerprint") == source:
+        return aligned
+    print(f"{current}: tensors differ from the export format; saving an aligned copy to {aligned}")
+    with tempfile.TemporaryDirectory(prefix="boom-aligned-") as tmp:
+        copy = os.path.join(tmp, "model")
+        Embedder.from_pretrained(current, cfg.model).save(copy)
+        storage.write_json(pafs.LocalFileSystem(), os.path.join(copy, ALIGNED_FROM),
+                           {"source": current, "fingerprint": source})
+        with storage.staged_dir(afs, apath) as staged:
+            pafs.copy_files(copy, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=afs)
     return aligned
 
 

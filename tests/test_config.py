@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from boom_ray.cli_support import parse_overrides
-from boom_ray.config import ConfigError, bag_name, load_config, parse_size, validate_config
+from boom_ray.config import (BUNDLED_MINILM, ConfigError, RunConfig, bag_name, derive, explicit_settings, load_config,
+                             parse_size, validate_config)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,3 +80,46 @@ def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeyp
     assert cfg.eval.suites[0].path == str(tmp_path / "suite")
     uri = validate_config({"workdir": "s3://bucket/run", "corpus": {"path": "file:///data/c"}})
     assert uri.workdir == "s3://bucket/run" and uri.corpus.path == "file:///data/c"
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    """Tune runs each trial in its own working directory, so the trials get absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base").mkdir()
+    cfg = validate_config({"workdir": "runs/x", "corpus": {"path": "c"},
+                           "merge": {"merges": [{"name": "ta", "method": "task_arithmetic", "base_model": "base"},
+                                                {"name": "bagbase", "method": "ties", "base_model": "bag100"}],
+                                     "copy_files_from": "base"},
+                           "eval": {"dev_suites": [{"path": "suites/dev"}]}})
+    assert cfg.workdir == str(tmp_path / "runs" / "x")
+    assert cfg.eval.dev_suites[0].path == str(tmp_path / "suites" / "dev")
+    assert [m.base_model for m in cfg.merge.merges] == [str(tmp_path / "base"), "bag100"]
+    assert cfg.model.name_or_path == BUNDLED_MINILM  # builtin: reference untouched
+    assert cfg.merge.copy_files_from == str(tmp_path / "base")
+    for ref in ("bag100", "Qwen/Qwen3-4B", "s3://bucket/model"):  # bag names, hub ids and URIs stay
+        other = validate_config({"workdir": "w", "corpus": {"path": "c"}, "merge": {"copy_files_from": ref}})
+        assert other.merge.copy_files_from == ref
+    assert validate_config({"workdir": "w", "corpus": {"path": "c"}}).merge.copy_files_from is None
+
+
+def test_overrides_into_an_empty_section_or_a_non_mapping(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("workdir: w\ncorpus: {path: c}\nupdate:\n")
+    cfg = load_config(path, {"update.current_model": "m", "update.old_corpus": "old"})
+    assert cfg.update.current_model == "m" and cfg.update.old_corpus.endswith("old")
+    with pytest.raises(ConfigError, match="cannot set workdir.x: workdir is a str"):
+        load_config(path, {"workdir.x": 1})
+    with pytest.raises(ConfigError, match=r"cannot set corpus.path.deep: corpus.path is a str"):
+        load_config(path, {"corpus.path.deep": 1})
+
+
+def test_unset_model_settings_stay_unset_for_workers_and_derived_configs():
+    """A training worker re-validates the config it is sent; MiniLM's own files say mean pooling,
+    which must win over ModelConfig's default ('last') there as it does in the driver."""
+    from boom_ray.model.embedder import resolve_model_config
+
+    cfg = validate_config({"workdir": "w", "corpus": {"path": "c"}, "model": {"max_doc_length": 64}})
+    for again in (RunConfig.model_validate(explicit_settings(cfg)), derive(cfg, {"train.max_steps": 3})):
+        assert again.model.model_fields_set == cfg.model.model_fields_set == {"max_doc_length"}
+        resolved = resolve_model_config(again.model.name_or_path, again.model)
+        assert resolved.pooling == "mean" and resolved.max_doc_length == 64

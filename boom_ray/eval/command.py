@@ -9,15 +9,24 @@ from __future__ import annotations
 import argparse
 import posixpath
 
-from boom_ray.config import EvalConfig
+from pydantic import ValidationError
+
+from boom_ray.config import ConfigError, EvalConfig
 from boom_ray.errors import BoomError
 from boom_ray.eval.results import format_table
 from boom_ray.storage import exists, resolve, staged_dir, write_json
 
 
 def _eval_cfg(args: argparse.Namespace) -> EvalConfig:
-    return EvalConfig(batch_size=args.batch_size, num_encoders=getattr(args, "num_encoders", 1),
-                      encoder_cpus=getattr(args, "encoder_cpus", 1.0), encoder_gpus=getattr(args, "encoder_gpus", 0.0))
+    """The EvalConfig of the --batch-size / --num-encoders / --encoder-cpus / --encoder-gpus flags;
+    a bad value is a ConfigError naming its flag, not a pydantic traceback."""
+    try:
+        return EvalConfig(batch_size=args.batch_size, num_encoders=args.num_encoders,
+                          encoder_cpus=args.encoder_cpus, encoder_gpus=args.encoder_gpus)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "eval settings"
+        raise ConfigError(f"{flag} {err.get('input')!r}: {err['msg']}") from None
 
 
 def eval_main(args: argparse.Namespace) -> int:

@@ -51,10 +51,9 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
         models.append(RunModel("base", "base", base, "base"))
     else:
         log.warning("base model %s is not a local folder; left out of the report", base)
-    fs, _ = resolve(cfg.workdir)
 
     def finished(path: str) -> bool:
-        return exists(fs, resolve(join(path, "config.json"))[1])
+        return exists(*resolve(join(path, "config.json")))
 
     for ratio in cfg.bagging.ratios:
         name = bag_name(ratio)
@@ -181,16 +180,17 @@ def _write_bytes(fs, path: str, data: bytes) -> None:
 def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     """Evaluate (with the cache) and write report.md + report.png; what the pipeline's last stage calls.
 
-    Returns {"report_md", "report_png", "results": {model key: results}}."""
+    Returns {"report_md", "report_png", "markdown" (the text written), "results": {model key: results}}."""
     models = run_models(cfg)
     if not models:
         raise BoomError(f"{cfg.workdir}: no model to report on (no base folder, models/<bag>/ or merges/<name>/)")
     results = evaluate_run(cfg, force=force)
     fs, workdir = resolve(cfg.workdir)
     md_path, png_path = join(workdir, "report.md"), join(workdir, "report.png")
-    _write_bytes(fs, md_path, render_markdown(cfg, models, results).encode())
+    markdown = render_markdown(cfg, models, results)
+    _write_bytes(fs, md_path, markdown.encode())
     _write_bytes(fs, png_path, render_chart(models, results))
-    return {"report_md": md_path, "report_png": png_path, "results": results}
+    return {"report_md": md_path, "report_png": png_path, "markdown": markdown, "results": results}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -203,7 +203,6 @@ def main(args: argparse.Namespace) -> int:
         raise BoomError(f"{cfg.workdir}: work directory not found")
     init_ray(cfg.ray)
     out = write_report(cfg)
-    with fs.open_input_stream(out["report_md"]) as f:
-        print(f.read().decode())
+    print(out["markdown"])
     print(f"report written to {out['report_md']} and {out['report_png']}")
     return 0

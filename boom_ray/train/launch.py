@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boom_ray import storage
-from boom_ray.config import RunConfig, TrainConfig, bag_name
+from boom_ray.config import RunConfig, TrainConfig, bag_name, explicit_settings
 from boom_ray.errors import BoomError
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     if cfg.train.deepspeed_config:
         load_user_config(cfg.train.deepspeed_config)  # a broken file fails here, not in every worker
     request = train_request(cfg, bag, manifest, resolve_precision(cfg.train.precision, cfg.train.use_gpu))
-    return {"config": cfg.model_dump(mode="json"), "bag": bag, "bag_uri": uri, "request": request,
+    return {"config": explicit_settings(cfg), "bag": bag, "bag_uri": uri, "request": request,
             "request_hash": request_hash(request), "started": time.time()}
 
 

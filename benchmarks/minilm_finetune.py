@@ -50,7 +50,7 @@ def main() -> int:
     from boom_ray.data.stage import run_bagging
     from boom_ray.eval.evaluate import evaluate_model
     from boom_ray.eval.results import score
-    from boom_ray.train.export import model_dir
+    from boom_ray.train.export import model_dir, read_export_manifest
     from boom_ray.train.launch import summary_table, train_bags
 
     cfg = RunConfig.model_validate({
@@ -75,7 +75,9 @@ def main() -> int:
     base = evaluate_model(cfg.model.name_or_path, suites, model_cfg=cfg.model)
     tuned = evaluate_model(model_dir(cfg.workdir, "bag100"), suites)
     rows = {s: {"base": score(base, f"{s}/ndcg@10"), "tuned": score(tuned, f"{s}/ndcg@10")} for s in RETRIEVAL_SUITES}
-    manifest = json.loads((Path(model_dir(cfg.workdir, "bag100")) / "boom_train.json").read_text())
+    manifest = read_export_manifest(cfg.workdir, "bag100")
+    if manifest is None:
+        raise SystemExit(f"{model_dir(cfg.workdir, 'bag100')}: no export manifest")
     out = {"args": {k: str(v) for k, v in vars(args).items()}, "ndcg@10": rows, "train": {
         k: manifest.get(k) for k in ("steps", "tokens_seen", "final_loss", "wall_time_s", "loop_time_s",
                                      "loss_history")}, "train_driver_s": train_s, "status": results[0].status}

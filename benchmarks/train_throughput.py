@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -100,12 +99,11 @@ ZERO2_JSON = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_s
 
 
 def ray_train_run(cfg) -> dict:
-    from boom_ray.train.export import model_dir, read_export_manifest
+    from boom_ray.train.export import read_export_manifest
     from boom_ray.train.launch import train_bags
 
-    shutil.rmtree(model_dir(cfg.workdir, "bag100"), ignore_errors=True)  # no skip: train every time
     start = time.monotonic()
-    [result] = train_bags(cfg)
+    [result] = train_bags(cfg, force=True)  # no skip: train every time
     if result.status != "trained":
         raise SystemExit(f"Ray Train run failed: {result.error}")
     m = read_export_manifest(cfg.workdir, "bag100")
@@ -131,6 +129,7 @@ def main() -> int:
 
     import ray
 
+    from boom_ray.config import derive
     from boom_ray.data.bags import bag_dir
     from boom_ray.data.stage import run_bagging
 
@@ -144,7 +143,7 @@ def main() -> int:
     zero2_json.write_text(json.dumps(ZERO2_JSON))
     variants = {"plain": lambda: plain_loop(cfg, bag_uri, args.threads), "ray": lambda: ray_train_run(cfg)}
     if args.forced_zero2:
-        forced = cfg.model_copy(update={"train": cfg.train.model_copy(update={"deepspeed_config": str(zero2_json)})})
+        forced = derive(cfg, {"train.deepspeed_config": str(zero2_json)})
         variants["ray_zero2"] = lambda: ray_train_run(forced)
     runs: dict[str, list[dict]] = {k: [] for k in variants}
     loads = []

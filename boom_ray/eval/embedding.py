@@ -25,14 +25,6 @@ VECTOR = "vector"
 ROW = "__row"
 
 
-def resolved_model_config(model_path: str, model_cfg: ModelConfig | None = None) -> ModelConfig:
-    """The settings `Embedder.from_pretrained` would use, read without loading the weights: only the
-    prompt template matters in the driver, and a 4B model should not be loaded twice to learn it."""
-    from boom_ray.model.embedder import resolve_model_config
-
-    return resolve_model_config(model_path, model_cfg)
-
-
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
@@ -134,7 +126,11 @@ class ModelEncoder:
         self.model_path = model_path
         self.eval_cfg = eval_cfg or EvalConfig()
         self.model_cfg = model_cfg
-        self.settings = resolved_model_config(model_path, model_cfg)
+        # the settings from_pretrained would use, without loading the weights: only the prompt
+        # template matters in the driver, and a 4B model should not be loaded twice to learn it
+        from boom_ray.model.embedder import resolve_model_config
+
+        self.settings = resolve_model_config(model_path, model_cfg)
         self.show_progress = show_progress
         self._local = None
 

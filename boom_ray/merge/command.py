@@ -63,11 +63,15 @@ def run_requests(cfg: RunConfig) -> list[tuple[str, MergeRequest]]:
     return out
 
 
+def _matches(manifest: dict[str, Any] | None, request: MergeRequest) -> bool:
+    """Whether an output manifest (None: missing or unreadable) is that of exactly this request."""
+    return manifest is not None and request_key(manifest) == manifest_key_for(request)
+
+
 def is_done(out: str, request: MergeRequest) -> bool:
     """Whether `out` holds a finished merge of exactly this request."""
     fs, path = storage.resolve(out)
-    manifest = storage.read_json_or_none(fs, storage.join(path, MANIFEST))
-    return manifest is not None and request_key(manifest) == manifest_key_for(request)
+    return _matches(storage.read_json_or_none(fs, storage.join(path, MANIFEST)), request)
 
 
 def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
@@ -75,14 +79,17 @@ def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
     resources allow). Returns one manifest per merge (the existing one for skipped merges)."""
     from boom_ray.ray_runtime import init_ray
 
+    requests = run_requests(cfg)
     todo, results = [], {}
-    for out, request in run_requests(cfg):
+    for out, request in requests:
         fs, path = storage.resolve(out)
         if not force and storage.exists(fs, path):
-            if is_done(out, request):
-                results[out] = storage.read_json(fs, storage.join(path, MANIFEST)) | {"skipped": True}
+            manifest_path = storage.join(path, MANIFEST)
+            manifest = storage.read_json_or_none(fs, manifest_path)
+            if _matches(manifest, request):
+                results[out] = manifest | {"skipped": True}
                 continue
-            if not storage.exists(fs, storage.join(path, MANIFEST)):
+            if manifest is None and not storage.exists(fs, manifest_path):  # not merely unreadable
                 raise MergeOutputExists(f"{out} exists and is not a boom-ray merge; pass --force to replace it")
             # An earlier merge of this run whose inputs (retrained bags) or settings changed: stale.
             print(f"{out}: stale (its inputs or settings changed), merging again")
@@ -94,7 +101,7 @@ def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
         refs = [submit_merge(request, out, cfg.merge, force=True) for out, request in todo]
         for (out, _), manifest in zip(todo, ray.get(refs)):
             results[out] = manifest
-    return [results[out] for out, _ in run_requests(cfg)]
+    return [results[out] for out, _ in requests]
 
 
 def describe(out: str, manifest: dict[str, Any]) -> str:

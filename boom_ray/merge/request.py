@@ -83,7 +83,7 @@ def _model_path(ref: Any, yaml_dir: str, where: str) -> str:
     if "://" in ref or os.path.exists(ref):
         return ref
     beside = os.path.join(yaml_dir, ref)
-    if not os.path.isabs(ref) and os.path.exists(beside):
+    if os.path.exists(beside):  # (an absolute ref joins to itself, already found missing above)
         return beside
     raise MergeRequestError(f"{where}: model {ref!r} not found (hub ids cannot be downloaded here; give a local "
                             "directory or a URI)")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import posixpath
 from typing import Any
 
@@ -39,8 +38,11 @@ from boom_ray.cli_support import config_from_args
 from boom_ray.config import MergeSpec, RunConfig
 from boom_ray.errors import BoomError
 from boom_ray.merge.command import bag_dirs, is_done, run_requests
+from boom_ray.merge.executor import check_inputs
+from boom_ray.merge.io import index_model
 from boom_ray.merge.methods import get_method
-from boom_ray.merge.request import MergeRequest
+from boom_ray.merge.request import MergeRequest, fingerprint
+from boom_ray.merge.task import merge, task_memory
 
 METRIC = "score"
 BEST = "best"
@@ -53,24 +55,6 @@ class SweepError(BoomError):
 
 
 # ---------------------------------------------------------------------------------- pure parts
-def _absolute(cfg: RunConfig) -> RunConfig:
-    """The config with local paths made absolute: Tune runs trials in their own working dirs."""
-    def local(path: str) -> str:
-        return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-    def maybe(path: str | None) -> str | None:  # model refs: only those that are local paths
-        return local(path) if path and os.path.exists(path) else path
-
-    merges = [m.model_copy(update={"base_model": maybe(m.base_model)}) for m in cfg.merge.merges]
-    return cfg.model_copy(update={
-        "workdir": local(cfg.workdir),
-        "model": cfg.model.model_copy(update={"name_or_path": maybe(cfg.model.name_or_path)}),
-        "merge": cfg.merge.model_copy(update={"merges": merges, "copy_files_from": maybe(cfg.merge.copy_files_from)}),
-        "eval": cfg.eval.model_copy(update={"dev_suites": [
-            s.model_copy(update={"path": local(s.path)}) for s in cfg.eval.dev_suites]}),
-    })
-
-
 def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> MergeRequest:
     """The request of one trial: the bags with these weights, merged by `method`.
 
@@ -107,9 +91,6 @@ def _check_base_matches(cfg: RunConfig, method: str, request: MergeRequest) -> N
     """Every trial would fail the merge's tensor check if the base is saved differently from the
     bag exports (the fallback, `model.name_or_path`, usually is: a raw HF checkpoint, not an
     export); say so once, with the fix. Remote inputs are left to each trial's check."""
-    from boom_ray.merge.executor import check_inputs
-    from boom_ray.merge.io import index_model
-
     paths = [request.models[0].path, request.base_model]
     resolved = [storage.resolve(p) for p in paths]
     if not all(isinstance(fs, pafs.LocalFileSystem) for fs, _ in resolved):
@@ -180,8 +161,6 @@ def sweep_key(cfg: RunConfig, bags: dict[str, tuple[str, float]]) -> str:
     Resources (trial CPUs, concurrency, merge memory) are left out, so a sweep whose trials failed
     for lack of them resumes after the fix; the bags' weight fingerprints are in, so retrained
     bags start a new sweep instead of resuming stale scores."""
-    from boom_ray.merge.request import fingerprint
-
     what = {"sweep": cfg.sweep.model_dump(exclude={"keep_trial_models", "max_concurrent", "trial_cpus"}),
             "bags": {b: [p, fingerprint(p)] for b, (p, _) in sorted(bags.items())},
             "dev_suites": [s.model_dump() for s in cfg.eval.dev_suites],
@@ -215,7 +194,6 @@ def make_trainable(cfg: RunConfig, experiment_uri: str):
 
         from boom_ray.eval.evaluate import evaluate_model
         from boom_ray.eval.results import score
-        from boom_ray.merge.task import merge
 
         torch.set_num_threads(max(1, int(cfg.sweep.trial_cpus)))
         weights = {b: float(w) for b, w in config["weights"].items()}
@@ -259,26 +237,17 @@ def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict
     if current is not None and {k: current.get(k) for k in ("experiment", "trial")} == \
             {k: info[k] for k in ("experiment", "trial")}:
         return storage.join(sweep_root, BEST)  # already kept by an earlier run of this sweep
-    tmp = storage.temp_name(final)
     src_fs, src = storage.resolve(best["model"]) if best.get("model") else (fs, "")
-    try:
+    with storage.staged_dir(fs, final) as tmp:  # replaces an older best on success
         if src and storage.is_dir(src_fs, src) and type(src_fs) is type(fs):
             if cfg.sweep.keep_trial_models:
                 pafs.copy_files(src, tmp, source_filesystem=src_fs, destination_filesystem=fs)
             else:
                 storage.move_dir(fs, src, tmp)
         else:  # the trial model went missing (an earlier interrupted finish): merge it again
-            from boom_ray.merge.task import merge
-
             request = merge_request(cfg, best["method"], best["weights"])
             merge(request, storage.join(sweep_root, posixpath.basename(tmp)), cfg.merge, force=True, progress=False)
         storage.write_json(fs, storage.join(tmp, SWEEP_JSON), info)
-        if storage.exists(fs, final):
-            storage.remove(fs, final)
-        storage.move_dir(fs, tmp, final)
-    except BaseException:
-        storage.remove(fs, tmp)
-        raise
     return storage.join(sweep_root, BEST)
 
 
@@ -290,7 +259,6 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     from boom_ray.eval.evaluate import load_suites
     from boom_ray.ray_runtime import init_ray
 
-    cfg = _absolute(cfg)
     if not cfg.eval.dev_suites:
         raise SweepError("eval.dev_suites is empty: the sweep scores each merge on dev suites; list at least one")
     load_suites(cfg.eval.dev_suites)  # a broken suite fails now, not in every trial
@@ -310,8 +278,7 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     fs.create_dir(root, recursive=True)
 
     init_ray(cfg.ray)
-    memory = cfg.merge.memory or 2 * cfg.merge.memory_budget
-    resources = {"cpu": cfg.sweep.trial_cpus, "memory": memory}
+    resources = {"cpu": cfg.sweep.trial_cpus, "memory": task_memory(cfg.merge)}
     if cfg.eval.encoder_gpus > 0:  # the trial embeds the dev suites itself, on its own GPU share
         resources["gpu"] = cfg.eval.encoder_gpus
     trainable = tune.with_resources(make_trainable(cfg, experiment), resources)

@@ -90,9 +90,13 @@ def _remote_merge():
     return ray.remote(merge)
 
 
+def task_memory(cfg: MergeConfig) -> int:
+    """Bytes of memory a merge reserves on the cluster: `cfg.memory`, default twice the memory budget."""
+    return cfg.memory or 2 * cfg.memory_budget
+
+
 def submit_merge(request: MergeRequest, out: str, cfg: MergeConfig, *, force: bool = False):
-    """Start `merge` as a Ray task reserving `cfg.num_cpus` CPUs and `cfg.memory` bytes (default:
-    twice the memory budget); returns its ObjectRef (the manifest)."""
-    memory = cfg.memory or 2 * cfg.memory_budget
-    return _remote_merge().options(num_cpus=cfg.num_cpus, memory=memory).remote(
+    """Start `merge` as a Ray task reserving `cfg.num_cpus` CPUs and `task_memory(cfg)` bytes;
+    returns its ObjectRef (the manifest)."""
+    return _remote_merge().options(num_cpus=cfg.num_cpus, memory=task_memory(cfg)).remote(
         request, out, cfg, force=force, progress=False)

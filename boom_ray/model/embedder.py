@@ -58,7 +58,7 @@ def resolve_model_path(path: str) -> str:
 
         try:
             return storage.local_dir(path)
-        except (OSError, FileNotFoundError) as exc:
+        except OSError as exc:
             raise ModelLoadError(f"{path}: cannot read the model folder ({exc})") from None
     return os.path.expanduser(path)
 
@@ -177,7 +177,13 @@ def resolve_model_config(path: str, config: ModelConfig | None = None, **overrid
 
     Strongest first: ``overrides`` (ModelConfig field names), the fields set explicitly in
     ``config``, a sentence-transformers folder's own files, then ModelConfig defaults."""
-    local = resolve_model_path(path)
+    return _resolve_model_config(path, resolve_model_path(path), config, overrides)
+
+
+def _resolve_model_config(path: str, local: str, config: ModelConfig | None,
+                          overrides: dict[str, Any]) -> ModelConfig:
+    """:func:`resolve_model_config` for `path` already resolved to the local directory `local`
+    (a remote folder is then copied once, not once per caller)."""
     st = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
     st.pop("_do_lower_case", None)
     base = config or ModelConfig()
@@ -243,7 +249,7 @@ class Embedder(torch.nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         local = resolve_model_path(path)
-        resolved = resolve_model_config(path, config, **overrides)
+        resolved = _resolve_model_config(path, local, config, overrides)
         do_lower_case = bool(read_sentence_transformers_settings(local).get("_do_lower_case", False)
                              if os.path.isdir(local) else False)
         try:
@@ -388,7 +394,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
         last = t - 1 - attention_mask.flip(1).to(torch.int64).argmax(dim=1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     if mode == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask.unsqueeze(-1)
         # where() rather than multiply: pad positions may hold NaN under some attention kernels
         acc = torch.promote_types(hidden.dtype, torch.float32)  # sum bf16 states in fp32
         zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)

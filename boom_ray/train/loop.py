@@ -44,12 +44,12 @@ class TrainState:
     """Training time before the current attempt."""
     restarts: int = 0
     started_at: float = 0.0
+    """Wall-clock time the first attempt began training (after setup)."""
     loop_s: float = 0.0
     """Seconds spent in the step loop (data, forward, backward, optimizer), all attempts."""
     loop_cpu_s: float = 0.0
     """CPU seconds of this process (all threads) in the step loop: unlike wall time, barely
     moved by other processes competing for the cores."""
-    """Wall-clock time the first attempt began training (after setup)."""
     resumed_from: list[int] = field(default_factory=list)
     loss_history: list[list[float]] = field(default_factory=list)
     """[step, mean loss over ranks and the last log window]."""
@@ -239,11 +239,11 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
         state.tokens += int(tokens)
         state.loss_history.append([state.step, round(final_loss, 6)])
         window_loss, window_n, window_tokens = 0.0, 0, 0
-        elapsed = state.elapsed_s + time.monotonic() - attempt_start
         lr = engine.get_lr()[0] if engine.get_lr() else None
         log_rank0(f"[{bag}] step {state.step}/{total} loss {final_loss:.4f} lr {lr:.3g} "
                   f"tokens {state.tokens:,} ({state.tokens / max(state.loop_s, 1e-9):,.0f} tok/s in the loop)")
         if is_ckpt:
+            elapsed = state.elapsed_s + time.monotonic() - attempt_start
             snapshot = TrainState(**{**asdict(state), "elapsed_s": elapsed})
             report_and_checkpoint(engine, snapshot, {"step": state.step, "loss": final_loss,
                                                      "tokens": state.tokens}, with_checkpoint=True)

@@ -174,20 +174,3 @@ def test_search_algorithms_or_a_clear_error(bag_models, tmp_path, search):
         alg = searcher(cfg)
         assert isinstance(alg, ConcurrencyLimiter) and alg.max_concurrent == 2
     assert searcher(sweep_config(bag_models, tmp_path / "dev_suite")) is None  # grid
-
-
-def test_relative_paths_become_absolute(tmp_path, monkeypatch):
-    """Tune runs each trial in its own working directory, so the trials get absolute paths."""
-    from boom_ray.merge.sweep import _absolute
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "base").mkdir()
-    cfg = validate_config({"workdir": "runs/x", "corpus": {"path": "c"},
-                           "merge": {"merges": [{"name": "ta", "method": "task_arithmetic", "base_model": "base"},
-                                                {"name": "bagbase", "method": "ties", "base_model": "bag100"}]},
-                           "eval": {"dev_suites": [{"path": "suites/dev"}]}})
-    out = _absolute(cfg)
-    assert out.workdir == str(tmp_path / "runs" / "x")
-    assert out.eval.dev_suites[0].path == str(tmp_path / "suites" / "dev")
-    assert [m.base_model for m in out.merge.merges] == [str(tmp_path / "base"), "bag100"]
-    assert out.model.name_or_path == cfg.model.name_or_path  # builtin: reference untouched

@@ -12,7 +12,7 @@ import yaml
 from boom_ray.cli import main as boom
 from boom_ray.config import MergeConfig
 from boom_ray.merge.request import MANIFEST, MergeRequest, MergeRequestError, ModelInput, from_mergekit
-from boom_ray.merge.task import merge, submit_merge
+from boom_ray.merge.task import merge, submit_merge, task_memory
 
 from .conftest import load_dir, make_model
 
@@ -27,6 +27,11 @@ def test_ray_task_with_file_uris(ray_session, models, tmp_path):
     remote, here = load_dir(tmp_path / "out"), load_dir(tmp_path / "local")
     assert remote.keys() == here.keys() and all(torch.equal(remote[k], here[k]) for k in here)
     assert (tmp_path / "out" / "1_Pooling" / "config.json").is_file()
+
+
+def test_task_memory_defaults_to_twice_the_budget():
+    assert task_memory(MergeConfig(memory_budget="4MB")) == 8 * 10**6
+    assert task_memory(MergeConfig(memory_budget="4MB", memory="64MB")) == 64 * 10**6
 
 
 def _mergekit_yaml(tmp_path: Path, models: list[Path], extra: dict | None = None) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from boom_ray.cli_support import parse_overrides
+from boom_ray.cli.common import parse_overrides
 from boom_ray.config import (BUNDLED_MINILM, ConfigError, RunConfig, bag_name, derive, explicit_settings, load_config,
                              parse_size, validate_config)
 

@@ -10,7 +10,6 @@ so re-running on a bigger cluster does not retrain.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
@@ -32,25 +31,19 @@ def model_dir(workdir: str, bag: str) -> str:
     return posixpath.join(workdir, "models", bag)
 
 
-def _file_digest(path: str | None) -> str | None:
-    if not path:
-        return None
-    with open(os.path.expanduser(path), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def train_request(cfg: RunConfig, bag: str, bag_manifest: dict | None, precision: str) -> dict[str, Any]:
     """Everything that determines a bag's trained weights."""
     train = {k: v for k, v in cfg.train.model_dump().items() if k not in _NOT_IN_REQUEST}
     train["precision"] = precision
-    train["deepspeed_config"] = _file_digest(cfg.train.deepspeed_config)
+    train["deepspeed_config"] = (storage.file_sha256(os.path.expanduser(cfg.train.deepspeed_config))
+                                if cfg.train.deepspeed_config else None)
     bag_identity = (bag_manifest or {}).get("request") or {"created": (bag_manifest or {}).get("created")}
     return {"bag": bag, "bag_request": bag_identity, "model": cfg.model.model_dump(), "train": train,
             "train_version": TRAIN_VERSION}
 
 
 def request_hash(request: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return storage.stable_hash(request, 16)
 
 
 def read_export_manifest(workdir: str, bag: str) -> dict | None:

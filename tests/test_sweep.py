@@ -12,7 +12,7 @@ import yaml
 
 from boom_ray.cli import main as cli_main
 from boom_ray.config import validate_config
-from boom_ray.merge.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space, searcher
+from boom_ray.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space, searcher
 
 DOCS = {
     "d1": "the cat sat on the warm mat", "d2": "stock markets fell sharply today",

@@ -12,7 +12,7 @@ import itertools
 import random
 from typing import Callable, Iterable, Iterator
 
-from boom_ray.data.wordnet import ALSO_SEE, ANTONYM, HYPERNYM, HYPONYM, SIMILAR, Synset, WordNet
+from boom_ray.datasets.wordnet.database import ALSO_SEE, ANTONYM, HYPERNYM, HYPONYM, SIMILAR, Synset, WordNet
 
 
 def parents(wn: WordNet, key: str) -> list[str]:

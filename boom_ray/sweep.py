@@ -25,19 +25,15 @@ given); `optuna` / `hyperopt` (Tune's wrappers; the libraries are installed sepa
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 import posixpath
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from boom_ray import storage
-from boom_ray.cli_support import config_from_args
 from boom_ray.config import MergeSpec, RunConfig
 from boom_ray.errors import BoomError
-from boom_ray.merge.command import bag_dirs, is_done, run_requests
+from boom_ray.merge.stage import bag_dirs, is_done, run_requests
 from boom_ray.merge.executor import check_inputs
 from boom_ray.merge.io import index_model
 from boom_ray.merge.methods import get_method
@@ -166,7 +162,7 @@ def sweep_key(cfg: RunConfig, bags: dict[str, tuple[str, float]]) -> str:
             "dev_suites": [s.model_dump() for s in cfg.eval.dev_suites],
             "merges": [m.model_dump() for m in cfg.merge.merges if m.method in cfg.sweep.methods],
             "base": cfg.model.name_or_path}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return storage.stable_hash(what, 10)
 
 
 def format_trials(trials: list[dict[str, Any]], bags: list[str], objective: str) -> str:
@@ -317,12 +313,3 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
                 tfs, tpath = storage.resolve(t["model"])
                 storage.remove(tfs, tpath)
     return {**info, "best_model": best_uri, "trials": trials}
-
-
-def main(args: argparse.Namespace) -> int:
-    summary = run_sweep(config_from_args(args))
-    weights = ", ".join(f"{b}={w:.4f}" for b, w in summary["weights"].items())
-    print(f"best {summary['objective']} = {summary['score']:.4f} ({summary['mode']}): {summary['method']} "
-          f"with {weights}")
-    print(f"best model: {summary['best_model']}")
-    return 0

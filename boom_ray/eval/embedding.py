@@ -128,7 +128,7 @@ class ModelEncoder:
         self.model_cfg = model_cfg
         # the settings from_pretrained would use, without loading the weights: only the prompt
         # template matters in the driver, and a 4B model should not be loaded twice to learn it
-        from boom_ray.model.embedder import resolve_model_config
+        from boom_ray.model.settings import resolve_model_config
 
         self.settings = resolve_model_config(model_path, model_cfg)
         self.show_progress = show_progress

@@ -39,7 +39,7 @@ class RunModel:
 
 def run_models(cfg: RunConfig) -> list[RunModel]:
     """The run's models whose folders exist, in the report's order: base, bags, merges."""
-    from boom_ray.model.embedder import resolve_model_path
+    from boom_ray.model.settings import resolve_model_path
 
     models = []
     base = cfg.model.name_or_path
@@ -65,7 +65,7 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
 
 def model_fingerprint(path: str) -> str:
     """Changes whenever a file of the model folder is added, removed or rewritten."""
-    from boom_ray.model.embedder import resolve_model_path
+    from boom_ray.model.settings import resolve_model_path
 
     return tree_digest(path if "://" in path else resolve_model_path(path))
 

@@ -202,6 +202,13 @@ class SweepConfig(Strict):
     max_concurrent: int | None = Field(None, ge=1)
     trial_cpus: float = Field(1.0, gt=0)
     keep_trial_models: bool = False
+    """Also write each trial's merged model into its trial folder (trials merge in memory otherwise)."""
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    """asha: score each trial on a sample of the dev suites first and stop the worse ones early."""
+    sample_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    """With asha: the fraction of each dev suite a trial is scored on first."""
+    asha_reduction_factor: int = Field(2, ge=2)
+    """With asha: 1 in this many trials is scored in full."""
 
 
 class UpdateConfig(Strict):

@@ -26,6 +26,7 @@ class Multislerp(Method):
 
     name = "multislerp"
     base = "optional"
+    weight_free_statistics = True  # the Gram matrix of the inputs (minus the base)
     shared = {"normalize_weights": True, "eps": 1e-8}
 
     def start(self, state: TensorState) -> None:
@@ -73,6 +74,7 @@ class Slerp(Method):
 
     name = "slerp"
     base = "required"
+    weight_free_statistics = True  # the two norms and the dot product
     min_models = max_models = 1
     shared = {"t": REQUIRED}
     per_model = {"weight": 1.0}

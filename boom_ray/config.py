@@ -231,6 +231,10 @@ class RayConfig(Strict):
     local Ray for this process (never a cluster that `ray start` runs on this machine)."""
     num_cpus: int | None = Field(None, ge=1)
     """CPUs of a local Ray started by boom-ray; default: all."""
+    cluster_config: str | None = None
+    """The Ray cluster launcher YAML of the cluster (e.g. cluster.yaml): its node types are what
+    resource requests are checked against before any work starts (an autoscaling cluster's
+    running nodes say nothing about what it can start). Without it, a local Ray's own nodes are."""
 
 
 class RunConfig(Strict):
@@ -284,6 +288,7 @@ class RunConfig(Strict):
         fix("update", "current_model", model)
         fix("update", "old_corpus", output)
         fix("merge", "copy_files_from", model)
+        fix("ray", "cluster_config", output)
         ev = data.get("eval")
         if isinstance(ev, dict):
             for key in ("suites", "dev_suites"):

@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from boom_ray import storage
+from boom_ray.cluster import check_bundle_fits
 from boom_ray.config import RunConfig
 from boom_ray.merge.stage import bag_dirs
 from boom_ray.sweep.space import (BEST, METRIC, SWEEP_JSON, TRIAL_MODEL, SweepError, check_methods, format_trials,
@@ -100,7 +101,7 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     from ray import tune
 
     from boom_ray.eval.evaluate import load_suites
-    from boom_ray.ray_runtime import init_ray
+    from boom_ray.ray_runtime import init_ray, joins_cluster
     from boom_ray.sweep.inputs import prepare_inputs
 
     if not cfg.eval.dev_suites:
@@ -122,10 +123,12 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     fs.create_dir(root, recursive=True)
 
     init_ray(cfg.ray)
-    inputs = prepare_inputs(cfg, experiment, names, cpus=cfg.sweep.trial_cpus)
     resources = {"cpu": cfg.sweep.trial_cpus}
     if cfg.eval.encoder_gpus > 0:  # the trial embeds the dev suites itself, on its own GPU share
         resources["gpu"] = cfg.eval.encoder_gpus
+    check_bundle_fits(resources, "sweep.trial_cpus / eval.encoder_gpus", cfg.ray.cluster_config,
+                      local_ray=not joins_cluster(cfg.ray))
+    inputs = prepare_inputs(cfg, experiment, names, cpus=cfg.sweep.trial_cpus)
     trainable = tune.with_resources(tune.with_parameters(make_trainable(cfg, experiment), inputs=inputs), resources)
     if tune.Tuner.can_restore(experiment):
         print(f"resuming sweep {experiment}")

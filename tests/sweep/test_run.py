@@ -153,3 +153,15 @@ def test_asha_scores_a_sample_first_and_keeps_a_fully_scored_best(ray_session, b
     merged = json.loads((workdir / "sweep" / BEST / "boom_merge.json").read_text())
     assert [m["parameters"]["weight"] for m in merged["models"]] == [summary["weights"]["bag50"],
                                                                       summary["weights"]["bag100"]]
+
+
+def test_a_trial_bundle_no_node_holds_fails_before_any_trial(ray_session, bag_models, tmp_path):
+    from boom_ray.cluster import ClusterError
+
+    workdir = tmp_path / "run"
+    shutil.copytree(bag_models / "models", workdir / "models")
+    cfg = sweep_config(workdir, write_suite(tmp_path / "dev_suite"), trial_cpus=3)  # the session Ray has 2
+    with pytest.raises(ClusterError, match=r"sweep.trial_cpus / eval.encoder_gpus asks for CPU=3 per trial, "
+                                           r"which no node of this Ray cluster holds"):
+        run_sweep(cfg)
+    assert not list((workdir / "sweep").glob("sweep-*/*"))  # no trial started

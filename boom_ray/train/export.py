@@ -21,11 +21,11 @@ from boom_ray import __version__, storage
 from boom_ray.config import RunConfig
 
 MANIFEST = "boom_train.json"
-TRAIN_VERSION = 1
-"""Bumped when a change to the training code makes older exports stale."""
+TRAIN_VERSION = 2
+"""Bumped when a change to the training code makes older exports stale (2: seeded RNGs, fp32 master weights)."""
 
 _NOT_IN_REQUEST = {"bags", "checkpoint_every", "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
-                   "max_failures", "log_every"}
+                   "max_failures", "log_every", "max_concurrent_bags"}
 
 
 def model_dir(workdir: str, bag: str) -> str:

@@ -59,9 +59,21 @@ def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def worker_env(train: TrainConfig) -> dict[str, str]:
-    """Environment of the training workers (DeepSpeed on CPU needs DS_ACCELERATOR=cpu)."""
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+HUB_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+           "HF_HUB_ENABLE_HF_TRANSFER", "TRANSFORMERS_OFFLINE")
+"""The driver's Hugging Face settings that training workers inherit. Hub access is the user's
+choice: on a cluster with internet a hub id (reference.yaml's Qwen/Qwen3-4B) must load on a
+fresh node, and a test box stays offline because its own environment says so."""
+
+
+def worker_env(train: TrainConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the training workers: the driver's hub settings (`HUB_ENV`, where set),
+    and DS_ACCELERATOR=cpu for DeepSpeed on CPU."""
+    import os
+
+    source = os.environ if environ is None else environ
+    env = {k: source[k] for k in HUB_ENV if k in source}
+    env.update({"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"})
     if not train.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
     return env
@@ -74,13 +86,14 @@ def resources_per_worker(train: TrainConfig) -> dict[str, float]:
     return res
 
 
-def max_concurrent_bags(train: TrainConfig, cluster: dict[str, float]) -> int:
-    """How many bags' worker groups fit in the cluster's resources at once (at least one)."""
-    fits = []
-    for key, per_worker in resources_per_worker(train).items():
-        if per_worker > 0:
-            fits.append(int(cluster.get(key, 0) // (per_worker * train.num_workers) + 1e-9))
-    return max(1, min(fits) if fits else 1)
+def concurrent_bags(train: TrainConfig, n_bags: int) -> int:
+    """How many bags' trainers are submitted at once: `train.max_concurrent_bags`, default all.
+
+    Never sized from ray.cluster_resources(): on an autoscaling cluster that is what runs now
+    (0 GPUs on a fresh cluster.yaml), not what can be started. A submitted trainer whose
+    placement group cannot be placed yet waits, and that pending demand is what makes the
+    autoscaler add nodes; on a fixed cluster the waiting trainers simply queue."""
+    return max(1, min(train.max_concurrent_bags or n_bags, n_bags))
 
 
 def train_runs_dir(workdir: str) -> str:
@@ -186,18 +199,15 @@ def _remove_run_dir(storage_path: str, name: str) -> None:
 def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None,
                force: bool = False) -> list[BagResult]:
     """Train `bags` (default: every bag of the run) concurrently; results in bag order."""
-    import ray
-
     from boom_ray.ray_runtime import init_ray
 
     init_ray(cfg.ray)
     names = bags_to_train(cfg, bags)
-    if max_concurrent is None:
-        max_concurrent = max_concurrent_bags(cfg.train, ray.cluster_resources())
+    max_concurrent = max_concurrent or concurrent_bags(cfg.train, len(names))
     storage_path = train_runs_dir(cfg.workdir)
     lock = threading.Lock()
     results: dict[str, BagResult] = {}
-    with cf.ThreadPoolExecutor(max_workers=min(max_concurrent, len(names)) or 1,
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(max_concurrent, len(names))),
                                thread_name_prefix="boom-train") as pool:
         futures = {pool.submit(train_bag, cfg, name, storage_path, force): name for name in names}
         for fut in cf.as_completed(futures):

@@ -128,7 +128,8 @@ def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
     return optimizer, schedule
 
 
-def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool) -> Setup:
+def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool, universal: bool = False) -> Setup:
+    """Embedder, feed and DeepSpeed engine; `universal`: the engine will load a universal checkpoint."""
     import deepspeed
     import ray.train.torch
     import torch
@@ -145,6 +146,8 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool)
     user = load_user_config(cfg.train.deepspeed_config) if cfg.train.deepspeed_config else None
     ds_config = deepspeed_config(cfg.train, world_size=world, on_gpu=on_gpu, user=user,
                                  micro_batch_per_rank=max(1, cfg.train.global_batch_size // world))
+    if universal:
+        ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
     accumulation = accumulation_steps(ds_config)
     per_epoch = feed.batches_per_epoch // accumulation
     total_steps = cfg.train.max_steps or cfg.train.epochs * per_epoch
@@ -306,12 +309,18 @@ def train_loop(job: dict[str, Any]) -> None:
     attempt_start = time.monotonic()
     on_gpu = cfg.train.use_gpu
     seed_everything(cfg.train.seed)  # the same initial weights (LoRA adapters too) on every rank
-    setup = setup_model_and_engine(cfg, bag, job["bag_uri"], on_gpu)
-    state = TrainState()
     checkpoint = ray.train.get_checkpoint()
+    other = None if checkpoint else job.get("resume_from")
+    setup = setup_model_and_engine(cfg, bag, job["bag_uri"], on_gpu, universal=bool(other and other["universal"]))
+    state = TrainState()
     if checkpoint:
         state = load_checkpoint(setup.engine, checkpoint)
         log_rank0(f"[{bag}] resumed from step {state.step} (restart {state.restarts})")
+    elif other:
+        from boom_ray.train.relayout import load_other_layout
+
+        state = load_other_layout(setup.engine, other, cfg.train.seed)
+        log_rank0(f"[{bag}] resumed step {state.step} of {other['run']} on a new layout")
     else:
         seed_everything(rank_seed(cfg.train.seed, _ctx().get_world_rank()))
     state.started_at = state.started_at or time.time()

@@ -270,15 +270,18 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
 
 def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, final_loss: float | None,
                  attempt_start: float, job: dict[str, Any]) -> None:
-    """Gather the full weights (collective) and write `<workdir>/models/<bag>/` from rank 0."""
+    """Write `<workdir>/models/<bag>/` from rank 0; under ZeRO-3 every rank takes part in the
+    gathering (collective), one parameter at a time unless LoRA adapters must be merged."""
     from boom_ray.train.ds_config import precision_of
-    from boom_ray.train.export import export_manifest, full_model_for_export, write_export
+    from boom_ray.train.export import export_manifest, full_model_for_export, write_export, write_export_zero3
 
     ctx = _ctx()
     rank0 = ctx.get_world_rank() == 0
     stage = setup.ds_config.get("zero_optimization", {}).get("stage", 0)
-    model, weights = full_model_for_export(setup.embedder, stage, rank0)
+    streamed = stage == 3 and not hasattr(setup.embedder.model, "merge_and_unload")  # no LoRA to merge
+    model, weights = (None, None) if streamed else full_model_for_export(setup.embedder, stage, rank0)
     wall = state.elapsed_s + time.monotonic() - attempt_start
+    manifest = None
     if rank0:
         manifest = export_manifest(
             bag=bag, request=job["request"], digest=job["request_hash"], steps=state.step, tokens=state.tokens,
@@ -287,13 +290,33 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
             loop_time_s=round(state.loop_s, 3), loop_cpu_s=round(state.loop_cpu_s, 3), restarts=state.restarts,
             resumed_from=state.resumed_from,
             loss_history=state.loss_history,
-            requested=job["started"], train_started=state.started_at, finished=time.time())
+            requested=job["started"], train_started=state.started_at, finished=time.time(),
+            worker_started=job.get("worker_started"), node_id=_node_id(),
+            peak_gpu_memory_bytes=_peak_gpu_memory())
+    if streamed:
+        write_export_zero3(setup.embedder, cfg.workdir, bag, manifest, rank0)
+    elif rank0:
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
+    if rank0:
         print(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s", flush=True)
     import ray.train
 
     ray.train.report({"step": state.step, "loss": final_loss, "tokens": state.tokens, "done": True,
                       "wall_time_s": wall})
+
+
+def _peak_gpu_memory() -> int | None:
+    """Peak bytes allocated by torch on this rank's GPU (None on CPU)."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def _node_id() -> str:
+    """The Ray node rank 0 trained on (where a bag ran, on a cluster that adds and removes nodes)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 # --------------------------------------------------------------------------- entry point
@@ -304,6 +327,7 @@ def train_loop(job: dict[str, Any]) -> None:
 
     from boom_ray.train.rng import rank_seed, seed_everything
 
+    job = {**job, "worker_started": time.time()}  # this attempt's start, before setup (for the manifest)
     cfg = RunConfig.model_validate(job["config"])
     bag = job["bag"]
     attempt_start = time.monotonic()

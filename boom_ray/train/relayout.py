@@ -74,6 +74,13 @@ def load_other_layout(engine, other: dict[str, Any], seed: int):
             restore_rng_states(torch.load(rng_file, weights_only=False))
         else:
             seed_everything(rank_seed(seed, rank) + state.step)
+    if other["universal"]:
+        # the universal copy (fp32 weights and both Adam moments: 12 bytes a parameter) is only
+        # needed until every rank of the node has loaded it
+        if dist.is_initialized():
+            dist.barrier()
+        if ctx.get_local_rank() == 0:
+            shutil.rmtree(load_dir, ignore_errors=True)
     schedule = engine.lr_scheduler
     if schedule is not None and getattr(schedule, "last_epoch", state.step) != state.step:
         # the schedule is a pure function of the step: put it where the old run left it

@@ -99,6 +99,14 @@ class ModelConfig(Strict):
     max_query_length: int = Field(512, ge=8)
     max_doc_length: int = Field(512, ge=8)
     lora: LoraConfig | None = None
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """dtype training loads the base weights in: they become the optimizer's master weights, so
+    float32 (default) whatever the checkpoint stores (Qwen3 ships bf16, and transformers 5 would
+    load it as bf16); bf16/fp16 compute copies come from DeepSpeed's mixed precision. `auto`:
+    the stored dtype."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel passed to from_pretrained; flash_attention_2 needs a GPU and the
+    flash-attn package."""
 
     @field_validator("query_template")
     @classmethod
@@ -139,6 +147,10 @@ class TrainConfig(Strict):
     max_failures: int = Field(1, ge=0)
     seed: int = 42
     log_every: int = Field(10, ge=1)
+    max_concurrent_bags: int | None = Field(None, ge=1)
+    """Bags whose trainers are submitted at once; default: all of them. Never sized from the
+    cluster's current resources: on an autoscaling cluster the pending trainers are what make
+    the autoscaler add nodes."""
 
 
 class MergeSpec(Strict):

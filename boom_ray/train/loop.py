@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from boom_ray.config import RunConfig
+from boom_ray.train.runs import STATE_FILE
 
 log = logging.getLogger(__name__)
 
 DS_TAG = "ds"
-STATE_FILE = "train_state.json"
 
 
 @dataclass

@@ -48,7 +48,8 @@ def load_other_layout(engine, other: dict[str, Any], seed: int):
     import torch
     import torch.distributed as dist
 
-    from boom_ray.train.loop import DS_TAG, STATE_FILE, TrainState
+    from boom_ray.train.loop import DS_TAG, TrainState
+    from boom_ray.train.runs import STATE_FILE
     from boom_ray.train.rng import rank_seed, restore_rng_states, seed_everything
 
     ctx = ray.train.get_context()

@@ -19,19 +19,19 @@ Each run folder has a small `<run>.boom.json` beside it naming its request and l
 
 from __future__ import annotations
 
-import hashlib
-import json
 import posixpath
 from typing import Any
 
 from boom_ray import storage
 
 RUN_INFO_SUFFIX = ".boom.json"
+STATE_FILE = "train_state.json"
+"""Rank 0's TrainState (step, tokens, ...) in every checkpoint; `boom status` reads it too."""
 
 
 def run_digest(request_hash: str, layout: dict[str, int]) -> str:
     payload = {"request_hash": request_hash, "world_size": layout["world_size"], "zero_stage": layout["zero_stage"]}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return storage.stable_hash(payload, 16)
 
 
 def run_name(bag: str, request_hash: str, layout: dict[str, int]) -> str:

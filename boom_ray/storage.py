@@ -129,8 +129,8 @@ def staging(fs: pafs.FileSystem, final: str) -> Iterator[str]:
     fs.create_dir(posixpath.dirname(final), recursive=True)
     clean_stale_siblings(fs, final)
     tmp = temp_name(final)
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _process_start(os.getpid()),
-             "target": posixpath.basename(final), "started": time.time()}
+    owner = {"host": socket.gethostname(), "machine": _machine(), "pid": os.getpid(),
+             "pid_started": _process_start(os.getpid()), "target": posixpath.basename(final), "started": time.time()}
     heartbeat = _Heartbeat(fs, tmp + ".owner", owner)  # owner file first: the folder is never unowned
     try:
         fs.create_dir(tmp, recursive=True)
@@ -192,6 +192,19 @@ def local_dir(uri: str) -> str:
 
 # --- staging leftovers ----------------------------------------------------------------------------
 
+def _machine() -> str:
+    """Where this process's pids mean something: the boot and the pid namespace (two containers
+    may share a hostname, never a pid namespace)."""
+    parts = []
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
+                       ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("?")
+    return " ".join(parts)
+
+
 def _process_start(pid: int) -> str | None:
     """When process `pid` started (clock ticks since boot, from /proc), to tell a reused pid from
     the original; None where /proc is not available."""
@@ -240,7 +253,7 @@ class _Heartbeat:
 def _writer_alive(owner: dict[str, Any]) -> bool | None:
     """Whether the owner's process still runs: True/False when it ran on this host, None else."""
     pid = owner.get("pid")
-    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
+    if owner.get("host") != socket.gethostname() or owner.get("machine") != _machine() or not isinstance(pid, int):
         return None
     try:
         os.kill(pid, 0)

@@ -81,18 +81,25 @@ def test_writers_on_other_hosts_are_judged_by_their_heartbeat(root):
     fs, path = storage.resolve(root)
     final = posixpath.join(path, "models", "bag20")
     now = time.time()
-    for hexid, beat in (("0000aaaa", now - 5), ("0000bbbb", now - storage.LEASE_S - 60)):
+    # another node, fresh; another node, silent too long; this hostname in another container
+    # (another pid namespace: its pid 4194000 says nothing here), fresh
+    owners = {"0000aaaa": {"host": "another-node", "pid": 1, "heartbeat": now - 5},
+              "0000bbbb": {"host": "another-node", "pid": 1, "heartbeat": now - storage.LEASE_S - 60},
+              "0000cccc": {"host": socket.gethostname(), "machine": "other pid:[1]", "pid": 4194000,
+                           "heartbeat": now - 5}}
+    for hexid, owner in owners.items():
         folder = posixpath.join(path, "models", f".tmp-bag20-{hexid}")
         fs.create_dir(folder, recursive=True)
         with fs.open_output_stream(folder + "/model.safetensors") as f:
             f.write(b"w" * 10)
         with fs.open_output_stream(folder + ".owner") as f:
-            f.write(json.dumps({"host": "another-node", "pid": 1, "heartbeat": beat}).encode())
+            f.write(json.dumps(owner).encode())
     report = {os.path.basename(x.path): x.stale for x in storage.list_leftovers(root)}
-    assert report == {".tmp-bag20-0000aaaa": False, ".tmp-bag20-0000bbbb": True}
+    assert report == {".tmp-bag20-0000aaaa": False, ".tmp-bag20-0000bbbb": True, ".tmp-bag20-0000cccc": False}
     removed = storage.clean_stale_siblings(fs, final)
     assert [os.path.basename(x.path) for x in removed] == [".tmp-bag20-0000bbbb"]
-    assert _names(fs, posixpath.join(path, "models")) == [".tmp-bag20-0000aaaa", ".tmp-bag20-0000aaaa.owner"]
+    assert _names(fs, posixpath.join(path, "models")) == [
+        ".tmp-bag20-0000aaaa", ".tmp-bag20-0000aaaa.owner", ".tmp-bag20-0000cccc", ".tmp-bag20-0000cccc.owner"]
     # other targets' folders are not this writer's business
     assert storage.clean_stale_siblings(fs, posixpath.join(path, "models", "bag40")) == []
 
@@ -101,7 +108,8 @@ def test_a_reused_pid_does_not_keep_a_dead_writers_folder(tmp_path):
     fs, path = storage.resolve(str(tmp_path))
     folder = posixpath.join(path, ".tmp-out-00c0ffee")
     fs.create_dir(folder)
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": "1", "heartbeat": time.time()}
+    owner = {"host": socket.gethostname(), "machine": storage._machine(), "pid": os.getpid(), "pid_started": "1",
+             "heartbeat": time.time()}
     (tmp_path / ".tmp-out-00c0ffee.owner").write_text(json.dumps(owner))
     [leftover] = storage.list_leftovers(str(tmp_path))
     assert leftover.stale, leftover.reason  # this process has our pid but started at another time

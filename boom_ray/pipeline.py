@@ -114,6 +114,8 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any
     init_ray(cfg.ray)
     fs, root = storage.resolve(cfg.workdir)
     fs.create_dir(root, recursive=True)
+    for leftover in storage.remove_stale_leftovers(cfg.workdir):  # what crashed runs left anywhere
+        print(f"removed {leftover.path}: stale staging {leftover.kind}, {leftover.bytes} bytes ({leftover.reason})")
     manifest_path = storage.join(root, "run.json")
     records = [StageRecord(name) for name in STAGES]
     manifest = {"config": cfg.model_dump(mode="json"), "versions": versions(), "started": _now(),

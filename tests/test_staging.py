@@ -179,7 +179,9 @@ def test_sigkilled_boom_merge_leaves_nothing_after_the_rerun(tmp_path):
     cmd = [sys.executable, "-m", "boom_ray.cli", "merge", str(config), "--out", str(out),
            "--set", "memory_budget=16KB", "--set", "max_shard_size=6MB", "--set", "threads=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "merge.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     staging = None
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline:
@@ -190,7 +192,7 @@ def test_sigkilled_boom_merge_leaves_nothing_after_the_rerun(tmp_path):
             break
         time.sleep(0.05)
     proc.wait()
-    assert staging is not None, f"the merge ended before it was killed: {proc.stderr.read()[-2000:]}"
+    assert staging is not None, f"the merge ended before it was killed: {log.read_text()[-2000:]}"
     assert staging.exists() and not out.exists()  # what a crash leaves
     [leftover] = storage.list_leftovers(str(tmp_path / "out"))
     assert leftover.stale and leftover.bytes > 0

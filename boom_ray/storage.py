@@ -387,6 +387,9 @@ def remove_stale_leftovers(uri: str) -> list[Leftover]:
     removed = []
     for leftover in list_leftovers(uri):
         if leftover.stale:
-            _remove_leftover(fs, leftover)
-            removed.append(leftover)
+            try:
+                _remove_leftover(fs, leftover)
+                removed.append(leftover)
+            except OSError:  # another cleaner got there first, or the store refused: try next time
+                pass
     return removed

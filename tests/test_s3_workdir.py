@@ -90,14 +90,17 @@ def test_smoke_pipeline_on_s3_resumes_killed_training_and_reruns_as_no_op(s3_ser
     root, fs = s3_bucket
     workdir = f"{root}/run"
     run_path = workdir.removeprefix("s3://")
+    # Ray's memory monitor counts the whole machine: on a shared CI box other jobs' memory made it
+    # kill the restarted workers too. The failures under test are the SIGKILLs below.
     env = {**os.environ, **s3_server["env"], "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_memory_monitor_refresh_ms": "0"}
     env.pop("RAY_ADDRESS", None)
     retrieval, sts = _tiny_suites(tmp_path / "suites")
     pafs.copy_files(sts["path"], f"{root.removeprefix('s3://')}/suites/sts", destination_filesystem=fs)
     suites = [retrieval, {"path": f"{root}/suites/sts"}]  # one local, one on S3
     cmd = [sys.executable, "-m", "boom_ray.cli", "run", "--config", "jobs/configs/smoke.yaml",
            "--set", f"workdir={workdir}", "--set", "train.max_steps=6", "--set", "train.checkpoint_every=2",
+           "--set", "train.max_failures=2",
            "--set", f"model.name_or_path={tiny_qwen3_path}", "--set", "model.pooling=last",
            "--set", f"eval.suites={json.dumps(suites)}"]
     log = tmp_path / "run1.log"
@@ -130,9 +133,10 @@ def test_smoke_pipeline_on_s3_resumes_killed_training_and_reruns_as_no_op(s3_ser
     for bag in ("bag50", "bag100"):
         assert f"bags/{bag}/manifest.json" in files
         manifest = json.loads(fs.open_input_stream(f"{run_path}/models/{bag}/boom_train.json").read())
-        assert manifest["steps"] == 6 and manifest["restarts"] == 1, manifest
-        [resumed] = manifest["resumed_from"]
-        assert resumed in (2, 4), manifest  # from its checkpoint on S3, not from scratch
+        assert manifest["steps"] == 6 and manifest["restarts"] >= 1, manifest
+        # every restart resumed from a checkpoint on S3, not from scratch
+        assert len(manifest["resumed_from"]) == manifest["restarts"], manifest
+        assert all(step in (2, 4) for step in manifest["resumed_from"]), manifest
         assert {f"models/{bag}/model.safetensors", f"models/{bag}/config.json"} <= files
     for merge in ("multislerp", "linear"):
         assert f"merges/{merge}/boom_merge.json" in files

@@ -9,6 +9,7 @@ then checks the bad-row budget, writes one manifest per bag and renames each fin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import posixpath
 import sys
@@ -129,12 +130,15 @@ def run_bagging(cfg: RunConfig, *, force: bool = False, show_progress: bool = Tr
     init_ray(cfg.ray)
     bags_root = posixpath.join(root, "bags")
     out_fs.create_dir(bags_root, recursive=True)
-    tmp = {name: storage.temp_name(posixpath.join(bags_root, name)) for name in todo}
     quarantine_final = posixpath.join(root, "quarantine")
-    quarantine_tmp = storage.temp_name(quarantine_final)
-    staging_tmp = storage.temp_name(posixpath.join(bags_root, "staging"))
-    requests = [BagRequest(name, wanted[name], tmp[name]) for name in todo]
-    try:
+    with contextlib.ExitStack() as stack:  # staging folders, removed at the end (and after a crash)
+        def staging(final: str) -> str:
+            return stack.enter_context(storage.staging(out_fs, final))
+
+        tmp = {name: staging(posixpath.join(bags_root, name)) for name in todo}
+        quarantine_tmp = staging(quarantine_final)
+        staging_tmp = staging(posixpath.join(bags_root, "staging"))
+        requests = [BagRequest(name, wanted[name], tmp[name]) for name in todo]
         results = _process_files(cfg, files, requests, quarantine_tmp, staging_tmp, show_progress)
         read = sum(r.read for r in results)
         kept = sum(r.kept for r in results)
@@ -160,9 +164,6 @@ def run_bagging(cfg: RunConfig, *, force: bool = False, show_progress: bool = Tr
             storage.move_dir(out_fs, tmp[name], final)
             status[name] = "written"
         return outcome
-    finally:
-        for path in [*tmp.values(), staging_tmp, quarantine_tmp]:
-            storage.remove(out_fs, path)
 
 
 def _check_bad_fraction(cfg: RunConfig, read: int, kept: int, reasons: dict[str, int] | None,

@@ -4,8 +4,9 @@ optionally with ``stream(texts, prompt)`` yielding ``(row indices, embeddings)``
 retrieval corpora so they are never held whole) and ``format_query(query, instruction)``.
 
 Prompt convention (the one Qwen3-Embedding / E5-instruct use for MTEB):
-- retrieval: queries are ``format_query(query, instruction)``; with no instruction the model's
-  default instruction applies; documents get no prompt.
+- retrieval: queries are ``format_query(query, instruction)``; with no instruction the encoder
+  applies what the model declares (`boom_ray.eval.prompts`), and a model that declares nothing gets
+  its queries as they are; documents get ``encoder.document_prompt`` (None: no prompt).
 - sts, classification, clustering (symmetric): every text is formatted as a query with the suite's
   instruction when the suite (or the CLI) gives one; without one, texts are embedded as they are.
 """
@@ -36,11 +37,12 @@ def _format_query(encoder: Any) -> Callable[[str, str | None], str]:
 
 
 def _stream(encoder: Any, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    prompt = getattr(encoder, "document_prompt", None)
     stream = getattr(encoder, "stream", None)
     if stream is not None:
-        yield from stream(texts, None)
+        yield from stream(texts, prompt)
     else:
-        yield np.arange(len(texts)), np.asarray(encoder(list(texts), None))
+        yield np.arange(len(texts)), np.asarray(encoder(list(texts), prompt))
 
 
 def _symmetric_texts(encoder: Any, texts: Sequence[str], suite: Suite) -> list[str]:

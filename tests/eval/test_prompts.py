@@ -110,3 +110,27 @@ def test_sentence_transformers_prompts_are_read(tmp_path, minilm_path, st_config
     assert enc.format_query("cat") == query
     assert enc.document_prompt == doc
     assert ModelEncoder(enc.model_path, use_model_prompts=False).format_query("cat") == "cat"
+
+
+def test_report_scores_ood_suites_with_the_advertised_prompt_and_without(tmp_path, minilm_path, kit):
+    from boom_ray.config import validate_config
+    from boom_ray.eval.evaluate import load_suites
+    from boom_ray.eval.report import RunModel, prompt_variants
+
+    model = _model_with_st_config(tmp_path, minilm_path, {"prompts": {"query": "query: "}})
+    ret = kit.make_retrieval_suite(tmp_path / "ret", {"domain": "out", "instruction": "find"})
+    ind = kit.make_sts_suite(tmp_path / "sts", {"domain": "in"})
+    cfg = validate_config({"workdir": str(tmp_path / "w"), "corpus": {"path": str(tmp_path)},
+                           "eval": {"suites": [{"path": str(ret)}, {"path": str(ind)}]}})
+    suites = load_suites(cfg.eval.suites)
+    declared = evaluate_model(model, suites, cfg.eval)
+    variants = prompt_variants(RunModel("m", "m", model, "bag"), suites, declared, cfg, None)
+    assert [s["name"] for s in variants["model"]["suites"]] == ["ret"]  # out-of-domain suites only
+    assert [s["prompts"] for s in variants["model"]["suites"] + variants["none"]["suites"]] == ["model", "none"]
+    # each variant is what evaluating with that prompt mode gives
+    for mode in ("model", "none"):
+        assert variants[mode]["suites"][0]["units"] == evaluate_model(model, [ret], cfg.eval, prompts=mode)["suites"][0]["units"]
+    # a model that declares no prompt: "none" is the advertised-prompt evaluation itself, not rerun
+    plain = prompt_variants(RunModel("b", "b", str(minilm_path), "base"), suites,
+                            evaluate_model(str(minilm_path), suites, cfg.eval), cfg, None)
+    assert plain["none"] is plain["model"]

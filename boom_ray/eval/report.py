@@ -2,11 +2,12 @@
 
     boom report --config jobs/configs/demo.yaml
 
-Writes `<workdir>/report.md` (model x suite table with ID and OOD means) and `<workdir>/report.png`
-(ID mean vs OOD mean per model). Each model's results are cached in `<workdir>/eval/<key>.json`
-with a fingerprint of the model folder (file names, sizes, modification times) and of the
-evaluation (suite files, domains, instructions, prompt settings), so re-running the report after
-adding one merge evaluates only that merge.
+Writes `<workdir>/report.md` (model x suite table with ID and OOD means, intervals, merge-vs-bag
+headlines, out-of-domain scores by prompt), `<workdir>/report.png` (ID mean vs OOD mean per model)
+and `<workdir>/mteb_results/<model key>/<suite>.json` (mteb TaskResult layout). Each model's
+results are cached in `<workdir>/eval/<key>.json` with a fingerprint of the model folder (file
+names, sizes, modification times) and of the evaluation (suite files, domains, instructions,
+prompt settings), so re-running the report after adding one merge evaluates only that merge.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
 
 log = logging.getLogger(__name__)
+
+MTEB_DIR = "mteb_results"
+"""`<workdir>/mteb_results/<model key>/<suite>.json`: the report's results in mteb's TaskResult layout."""
 
 EVAL_VERSION = 2
 """Bump when scoring changes, so cached results from older code are recomputed (2: prompts only as
@@ -232,5 +236,9 @@ def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     markdown = render_markdown(cfg, models, results, evidence, variants)
     write_bytes(fs, md_path, markdown.encode())
     write_bytes(fs, png_path, render_chart(models, results, evidence))
+    from boom_ray.eval.mteb_results import write_task_results
+
+    for m in models:  # mteb's TaskResult layout, one file per model and suite
+        write_task_results(join(cfg.workdir, MTEB_DIR, m.key), results[m.key])
     return {"report_md": md_path, "report_png": png_path, "markdown": markdown, "results": results,
             "evidence": evidence, "prompt_variants": variants}

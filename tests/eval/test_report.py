@@ -63,3 +63,16 @@ def test_report_cli_table_chart_and_cache(ray_session, tmp_path, kit, minilm_pat
     assert bag["id_mean"] == bag["suites"][0]["main"] and bag["ood_mean"] == bag["suites"][1]["main"]
     # base and merge are the same weights: same scores
     assert out["results"]["base"]["suites"][1]["main"] == out["results"]["merge-ms"]["suites"][1]["main"]
+
+
+def test_report_writes_mteb_task_results(ray_session, tmp_path, kit, minilm_path, tiny_qwen3_path):
+    from pathlib import Path
+
+    from mteb.results import TaskResult
+
+    work, data = _run(tmp_path, kit, minilm_path, tiny_qwen3_path)
+    out = write_report(validate_config(data))
+    for key, results in out["results"].items():
+        for entry in results["suites"]:
+            res = TaskResult.from_disk(Path(work / "mteb_results" / key / f"{entry['name']}.json"))
+            assert res.task_name == entry["name"] and res.get_score() == entry["main"]

@@ -132,7 +132,8 @@ def trained_prompts(query_template: str, default_instruction: str, rows_without_
 
 def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
     """Save locally, then move/upload into `<workdir>/models/<bag>/` via a temporary name."""
-    from boom_ray.data.bags import bag_dir
+    from boom_ray.data.bags import bag_dir, read_manifest
+    from boom_ray.model.card_files import bag_data, write_export_card
     from boom_ray.model.st_format import set_prompts
 
     fs, root = storage.resolve(workdir)
@@ -144,9 +145,12 @@ def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest:
         missing, task_prompts = bag_prompt_usage(bag_dir(workdir, bag))
         cfg = embedder.config
         set_prompts(local, trained_prompts(cfg.query_template, cfg.default_instruction, missing, task_prompts))
+        bag_manifest = read_manifest(bag_dir(workdir, bag))
+        manifest = {**manifest, "data": bag_data(bag_manifest)}  # row counts, for merge cards
         with open(os.path.join(local, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
+        write_export_card(local, bag=bag, final=final, manifest=manifest, bag_manifest=bag_manifest)
         with storage.staged_dir(fs, final) as staged:
             import pyarrow.fs as pafs
 

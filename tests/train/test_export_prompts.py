@@ -52,5 +52,13 @@ def test_export_config_matches_training(tmp_path, tiny_qwen3_path, own_prompts):
         assert cfg["prompts"]["query"] == embedder.query_prompt  # the reference decoder behaviour
     assert cfg["default_prompt_name"] is None
     st = SentenceTransformer(final, device="cpu")
+    # the model card: parsed by huggingface_hub, data counts from the bag manifest, the trained prompt
+    from huggingface_hub import ModelCard
+
+    mc = ModelCard.load(f"{final}/README.md")
+    assert mc.data.library_name == "sentence-transformers" and mc.data.pipeline_tag == "sentence-similarity"
+    assert "8 training rows" in mc.text
+    assert ('prompt_name="t/a"' if own_prompts else 'prompt_name="query"') in mc.text
+    assert json.loads(open(f"{final}/boom_train.json").read())["data"]["rows"] == {"selected": 8}
     # (sentence-transformers adds empty query/document entries of its own)
     assert {k: v for k, v in st.prompts.items() if v} == {k: v for k, v in cfg["prompts"].items() if v}

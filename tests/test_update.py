@@ -80,7 +80,7 @@ def test_update_trains_merges_and_records_lineage(ray_session, tmp_path, minilm_
     from huggingface_hub import ModelCard
 
     from boom_ray.merge.request import from_mergekit
-    from boom_ray.model.card import mergekit_yaml_from_card
+    from boom_ray.cards.build import mergekit_yaml_from_card
 
     export_card = ModelCard.load(tmp_path / "work" / "models" / "update" / "README.md")
     assert "140 training rows" in export_card.text and "- history: 80 rows" in export_card.text

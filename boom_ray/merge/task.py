@@ -25,7 +25,7 @@ from boom_ray.merge.executor import LocalInputs, MergeError, StreamingMerge, out
 from boom_ray.merge.files import copy_model_files
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import MANIFEST, MergeRequest, build_manifest, fingerprint
-from boom_ray.model.card_files import write_merge_card
+from boom_ray.cards.write import write_merge_card
 
 
 class MergeOutputExists(MergeError):

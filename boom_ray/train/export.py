@@ -133,7 +133,7 @@ def trained_prompts(query_template: str, default_instruction: str, rows_without_
 def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
     """Save locally, then move/upload into `<workdir>/models/<bag>/` via a temporary name."""
     from boom_ray.data.bags import bag_dir, read_manifest
-    from boom_ray.model.card_files import bag_data, write_export_card
+    from boom_ray.cards.write import bag_data, write_export_card
     from boom_ray.model.st_format import set_prompts
 
     fs, root = storage.resolve(workdir)

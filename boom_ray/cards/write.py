@@ -1,4 +1,4 @@
-"""Writing model cards at the write sites: gather the dicts `boom_ray.model.card` needs from the
+"""Writing model cards at the write sites: gather the dicts `boom_ray.cards.build` needs from the
 files next to a model (boom_train.json, config_sentence_transformers.json, bag manifests) and write
 README.md. A card that cannot be written is a warning, never a failed export or merge."""
 
@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from boom_ray import storage
-from boom_ray.model import card
+from boom_ray.cards import build as card
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard
 from boom_ray.cli import main as boom
 from boom_ray.merge.request import MergeRequest, ModelInput, from_mergekit
 from boom_ray.merge.task import merge
-from boom_ray.model import card
+from boom_ray.cards import build as card
 from tests.merge.conftest import make_model
 
 RESULTS = {"suites": [

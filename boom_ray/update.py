@@ -220,4 +220,7 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
     }
     fs, root = storage.resolve(cfg.workdir)
     storage.write_json(fs, posixpath.join(root, "update.json"), record)
+    from boom_ray.cards.write import write_update_card
+
+    write_update_card(request, merged, update_model, cfg.merge, record, scores.get("updated"))
     return record

@@ -138,3 +138,28 @@ def patch_tokenizer_config(model_dir: Path, **values: Any) -> None:
     cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
     cfg.update({k: v for k, v in values.items() if v is not None})
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
+def set_prompts(model_dir: str | Path, prompts: dict[str, str], default_prompt_name: str | None = None) -> None:
+    """Replace the `prompts` / `default_prompt_name` of a saved model's config_sentence_transformers.json
+    (an export advertises only the prompts its training used: `boom_ray.train.export.trained_prompts`)."""
+    path = Path(model_dir) / "config_sentence_transformers.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["prompts"] = dict(prompts)
+    data["default_prompt_name"] = default_prompt_name
+    _dump(path, data)
+
+
+def read_st_prompts(model_dir: str | Path) -> tuple[dict[str, str], str | None]:
+    """(prompts, default_prompt_name) of a sentence-transformers folder; ({}, None) without one."""
+    path = Path(model_dir) / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, None
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    prompts = {str(k): v for k, v in (prompts or {}).items() if isinstance(v, str)}
+    default = data.get("default_prompt_name") if isinstance(data, dict) else None
+    return prompts, default if isinstance(default, str) else None

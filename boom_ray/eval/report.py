@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from boom_ray.config import RunConfig, bag_name
+from boom_ray.config import RunConfig
 from boom_ray.errors import BoomError
 from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
@@ -51,8 +51,9 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
     def finished(path: str) -> bool:
         return exists(*resolve(join(path, "config.json")))
 
-    for ratio in cfg.bagging.ratios:
-        name = bag_name(ratio)
+    from boom_ray.data.bags import run_bags
+
+    for name in run_bags(cfg, required=False):
         path = join(cfg.workdir, "models", name)
         if finished(path):
             models.append(RunModel(name, name, path, "bag"))

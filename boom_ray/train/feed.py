@@ -47,7 +47,7 @@ class BagFeed:
     """Micro batches of one rank over a bag table (rows in the bag's fixed order)."""
 
     def __init__(self, table, embedder, *, global_batch_size: int, group_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, name: str = "bag"):
+                 rank: int = 0, world_size: int = 1, name: str = "bag", schedule: str = "shuffled"):
         from boom_ray.data.bags import task_index
 
         self.table = table
@@ -56,6 +56,7 @@ class BagFeed:
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.global_batch_size = global_batch_size
+        self.schedule = schedule
         self.task_rows, self.task_types = task_index(table)
         try:
             first = self.plan(0)
@@ -103,7 +104,7 @@ def _cached_plan(feed: BagFeed, epoch: int) -> BatchPlan:
     if epoch not in cache:
         cache.clear()  # one epoch at a time is all a run needs
         cache[epoch] = plan_batches(feed.task_rows, feed.task_types, feed.global_batch_size, feed.seed,
-                                    epoch=epoch, world_size=feed.world_size)
+                                    epoch=epoch, world_size=feed.world_size, schedule=feed.schedule)
     return cache[epoch]
 
 

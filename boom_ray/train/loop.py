@@ -121,7 +121,7 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool)
     embedder = build_embedder(cfg, on_gpu)
     feed = BagFeed.from_uri(bag_uri, embedder, global_batch_size=cfg.train.global_batch_size,
                             group_size=cfg.train.group_size, seed=cfg.train.seed, rank=rank, world_size=world,
-                            name=bag)
+                            name=bag, schedule=cfg.train.schedule)
     user = load_user_config(cfg.train.deepspeed_config) if cfg.train.deepspeed_config else None
     ds_config = deepspeed_config(cfg.train, world_size=world, on_gpu=on_gpu, user=user,
                                  micro_batch_per_rank=max(1, cfg.train.global_batch_size // world))

@@ -29,8 +29,9 @@ from boom_ray.data.bagging import BagRequest, FileResult, bag_source_file
 from boom_ray.data.bags import PLAN_FILE, bag_dir, read_manifest, read_plan
 from boom_ray.errors import BoomError
 
-SAMPLING_VERSION = 1
-"""Bumped whenever the sampling algorithm changes, so old bags are not taken as matching."""
+SAMPLING_VERSION = 2
+"""Bumped whenever the sampling algorithm or the bag schema changes, so old bags are not taken as
+matching (2: bags carry pos_scores / neg_scores)."""
 
 
 class TooManyBadRows(BoomError):

@@ -76,8 +76,9 @@ def eval_fingerprint(cfg: RunConfig) -> str:
     (suites by content: a job's working-dir upload gives them new modification times)."""
     suites = [[ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))},
                tree_digest(ref.path, content=True)] for ref in cfg.eval.suites]
+    truncated = {"dims": cfg.eval.dims} if cfg.eval.dims else {}  # absent by default: caches stay valid
     return stable_hash({"version": EVAL_VERSION, "suites": suites,
-                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set)})
+                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set), **truncated})
 
 
 def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any]]:

@@ -82,6 +82,7 @@ def build_embedder(cfg: RunConfig, on_gpu: bool):
     from boom_ray.model.embedder import Embedder
 
     embedder = Embedder.from_pretrained(cfg.model.name_or_path, cfg.model)
+    embedder.matryoshka_dims = cfg.train.matryoshka_dims or embedder.matryoshka_dims
     if cfg.train.gradient_checkpointing:
         embedder.gradient_checkpointing_enable()
     if cfg.model.lora is not None:

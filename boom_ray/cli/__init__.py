@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "run": "run",
     "update": "update",
+    "ablations": "ablations",
 }
 
 

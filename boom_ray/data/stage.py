@@ -297,6 +297,6 @@ def format_summary(cfg: RunConfig, outcome: BagOutcome) -> str:
     for name, state in outcome.bags.items():
         manifest = read_manifest(bag_dir(cfg.workdir, name)) or {}
         rows = manifest.get("rows", {}).get("selected", "?")
-        lines.append(f"{name:<10} {manifest.get('ratio', ''):>6} {rows:>10}  {state}")
+        lines.append(f"{name:<10} {manifest.get('ratio') or '':>6} {rows:>10}  {state}")
     lines.append(f"bags in {posixpath.join(cfg.workdir, 'bags')}/")
     return "\n".join(lines)

@@ -19,7 +19,6 @@ grid's `<workdir>/ablations.md` puts every model of every cell in one table of I
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import yaml
 
 from boom_ray import storage
 from boom_ray.config import ConfigError, RunConfig, derive, set_dotted, validate_config
+from boom_ray.units import check_folder_name
 
 
 @dataclass
@@ -38,8 +38,10 @@ class Grid:
 
 
 def _cell_config(run: RunConfig, name: str, overrides: Any, source: str) -> RunConfig:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ConfigError(f"{source}: cell name {name!r}: use letters, digits, '_', '.' or '-' (it names a folder)")
+    try:
+        check_folder_name(name, "cell name")
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     if not isinstance(overrides, dict):
         raise ConfigError(f"{source}: cells.{name}: expected a mapping of dotted keys, got {overrides!r}")
     if "workdir" in overrides:

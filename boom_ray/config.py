@@ -9,13 +9,12 @@ config that silently falls back to a default costs a day of GPU time.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from boom_ray.errors import BoomError
-from boom_ray.units import parse_size  # noqa: F401  (re-exported: config.parse_size)
+from boom_ray.errors import BoomError, describe_validation_errors
+from boom_ray.units import check_folder_name, parse_size  # noqa: F401  (parse_size re-exported)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("bag", "train", "merge", "eval", "report")
@@ -39,9 +38,8 @@ class CorpusConfig(Strict):
     max_bad_fraction: float = Field(0.0, ge=0.0, le=1.0)
     """Fail the stage when more than this fraction of rows is bad (after writing the quarantine)."""
     include: list[str] | None = None
-    """Globs on task names (fnmatch, e.g. `retrieval/*`): only matching tasks are bagged; default all."""
     exclude: list[str] = Field(default_factory=list)
-    """Globs on task names left out (after `include`); e.g. the seed model's `quora*`, `scidocs*`."""
+    """Globs on task names (fnmatch): only `include` matches (default all) minus `exclude` matches are read."""
 
 
 class BaggingConfig(Strict):
@@ -60,16 +58,14 @@ class BaggingConfig(Strict):
     groups: dict[str, list[str]] | None = None
     """Group name -> globs on task names (task and cluster strategies)."""
     num_clusters: int = Field(4, ge=1)
-    """Clusters the cluster strategy computes when `groups` is not given."""
     cluster_sample: int = Field(256, ge=1)
-    """Queries per task that the computed clustering reads."""
+    """Computed clusters (no `groups`): how many, from how many queries per task."""
 
     @field_validator("groups")
     @classmethod
     def _groups_valid(cls, groups: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
         for name, globs in (groups or {}).items():
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-                raise ValueError(f"group name {name!r}: use letters, digits, '_', '.' or '-' (it names a folder)")
+            check_folder_name(name, "group name")
             if not globs:
                 raise ValueError(f"group {name!r} has no task globs")
         return groups
@@ -149,9 +145,8 @@ class TrainConfig(Strict):
     kd_temperature: float = Field(1.0, gt=0.0)
     """Teacher targets are softmax(teacher scores / kd_temperature); 1.0 is FlagEmbedding's softmax."""
     matryoshka_dims: list[int] | None = None
-    """Train the loss summed over embeddings truncated to these sizes and renormalised."""
     matryoshka_weights: list[float] | None = None
-    """One weight per matryoshka dim (default 1 each)."""
+    """The loss summed over embeddings truncated to these sizes, renormalised (weights default 1)."""
     mask_false_negatives: bool = True
     """Mask in-batch candidates whose text equals the row's positive (other rows' copies of it)."""
 
@@ -328,33 +323,13 @@ class RunConfig(Strict):
         return data
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _describe(errors: list[dict[str, Any]], source: str) -> str:
-    lines = [f"{source}: invalid run configuration:"]
-    for err in errors:
-        where = _loc(err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key")
-        elif err["type"] == "missing":
-            lines.append(f"  {where}: required key is missing")
-        else:
-            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def validate_config(data: Any, source: str = "<config>") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors(), source)) from None
+        raise ConfigError(describe_validation_errors(exc.errors(), source)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

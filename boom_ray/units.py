@@ -1,4 +1,5 @@
-"""Sizes in bytes from config values such as ``"512MB"`` or ``"1GiB"`` (merge budgets, shards)."""
+"""Config values with a syntax of their own: sizes in bytes (``"512MB"``, ``"1GiB"``: merge budgets,
+shards) and names that become one folder of the work dir (bag groups, ablation cells)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ def parse_size(value: int | str) -> int:
     if unit not in _SIZE_UNITS:
         raise ValueError(f"unknown size unit in {value!r}")
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+_FOLDER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_folder_name(name: str, what: str) -> str:
+    """`name` when it can name one folder on any filesystem (letters, digits, '_', '.', '-'), else
+    ValueError: such names become `<workdir>/bags/<name>/` or `<workdir>/<cell>/`."""
+    if not isinstance(name, str) or not _FOLDER_NAME_RE.fullmatch(name):
+        raise ValueError(f"{what} {name!r}: use letters, digits, '_', '.' or '-' (it names a folder)")
+    return name

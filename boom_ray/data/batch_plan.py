@@ -14,10 +14,11 @@ The BOOM paper's baselines are other orders of the same batches (`train.schedule
   so the model sees one task at a time (the baseline that forgets earlier tasks).
 * ``two_stage``: stage 1 is the retrieval tasks' batches (asymmetric tasks that use in-batch
   negatives), shuffled together; stage 2 is the remaining tasks' batches (symmetric STS /
-  pair tasks, classification, clustering), shuffled together. This is the two-stage
-  instruction tuning of NV-Embed (Lee et al. 2024) and of the FlagEmbedding / BGE recipes: first
-  retrieval with in-batch and hard negatives, then the non-retrieval tasks. Every row is still
-  seen once per epoch, so the three schedules train on exactly the same batches.
+  pair tasks, classification, clustering), shuffled together. This follows NV-Embed's two-stage
+  instruction tuning (Lee et al. 2024): retrieval with in-batch and hard negatives first, then the
+  non-retrieval tasks. NV-Embed also blends retrieval data into its second stage; here every row
+  is seen exactly once per epoch, so the three schedules train on the very same batches and
+  differ only in their order, which is what the comparison is about.
 
 Pure functions over row indices: no I/O, no Ray; the same plan on every rank from the seed.
 """

@@ -209,6 +209,8 @@ def _run_grouped(cfg: RunConfig, files: list[corpus_io.SourceFile], source_fp: s
     if not force and plan and plan.get("request") == request and all(
             (read_manifest(bag_dir(cfg.workdir, n)) or {}).get("request") == request | {"group": n}
             for n in plan["bags"]):
+        rows = plan["rows"]  # the bad-row budget applies to reused bags too (it is not in the request)
+        _check_bad_fraction(cfg, rows["read"], rows["kept"], None, posixpath.join(cfg.workdir, "quarantine"))
         return BagOutcome(bags={n: "up to date" for n in plan["bags"]})
     init_ray(cfg.ray)
     bags_root = posixpath.join(root, "bags")
@@ -243,7 +245,8 @@ def _run_grouped(cfg: RunConfig, files: list[corpus_io.SourceFile], source_fp: s
             outcome.bags[name] = "written"
         storage.write_json(out_fs, posixpath.join(bags_root, PLAN_FILE),
                            {"strategy": cfg.bagging.strategy, "request": request, "bags": found,
-                            "weights": weights, "left_out": left_out})
+                            "weights": weights, "left_out": left_out,
+                            "rows": {"read": outcome.read, "kept": outcome.kept}})
         return outcome
     finally:
         for path in [*tmp.values(), staged, quarantine_tmp]:

@@ -96,6 +96,19 @@ def test_task_strategy_with_groups_makes_one_bag_per_group(ray_session, tmp_path
                                   "bagging": {"strategy": "cluster"}}))
 
 
+def test_reused_grouped_bags_still_obey_the_bad_row_budget(ray_session, tmp_path):
+    from boom_ray.data.stage import TooManyBadRows
+
+    corpus = _corpus(tmp_path / "c")
+    with (corpus / "quora.jsonl").open("a") as f:
+        f.write('{"query": "broken\n')
+    lenient = _cfg(tmp_path, corpus, strategy="task", filters={"max_bad_fraction": 0.5})
+    assert run_bagging(lenient, show_progress=False).quarantined == 1
+    strict = _cfg(tmp_path, corpus, strategy="task")
+    with pytest.raises(TooManyBadRows, match="1 of 116 rows"):
+        run_bagging(strict, show_progress=False)
+
+
 def test_per_task_and_computed_cluster_bags(ray_session, tmp_path):
     corpus = _corpus(tmp_path / "c")
     per_task = _cfg(tmp_path, corpus, strategy="task", filters={"include": ["code/*", "med/*"]})

@@ -70,12 +70,22 @@ def evaluate_model(model_path: str, suites: Sequence[SuiteLike], eval_cfg: EvalC
         loaded = [dataclasses.replace(s, instruction=None) for s in loaded]
     encoder = ModelEncoder(model_path, eval_cfg, model_cfg, show_progress=show_progress, embedder=embedder,
                            use_model_prompts=prompts != "none")
+    dims = (eval_cfg.dims if eval_cfg else None) or []
     entries = []
     for i, suite in enumerate(loaded, 1):
         if show_progress:  # a line per suite also reaches logs, where progress bars are off
             print(f"[{i}/{len(loaded)}] {suite.name} ({suite.type}, {suite.domain}) ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        entry = evaluate_suite(suite, encoder)
+        if dims:  # embed once, score at every size (eval/truncation.py)
+            from boom_ray.eval.truncation import RecordingEncoder, TruncatedEncoder
+
+            recorded = RecordingEncoder(encoder)
+            entry = evaluate_suite(suite, recorded)
+            entry["dims"] = {str(d): {k: v for k, v in evaluate_suite(suite, TruncatedEncoder(recorded, d)).items()
+                                      if k in ("main", "metrics")} for d in dims}
+            del recorded
+        else:
+            entry = evaluate_suite(suite, encoder)
         entry["seconds"] = round(time.perf_counter() - start, 3)
         entry["prompts"] = prompts
         log.info("%s on %s: %s = %.4f", model_path, suite.name, entry["main_metric"], entry["main"])

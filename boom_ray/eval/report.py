@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from boom_ray.config import RunConfig, bag_name
+from boom_ray.config import RunConfig
 from boom_ray.errors import BoomError
 from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
@@ -56,8 +56,9 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
     def finished(path: str) -> bool:
         return exists(*resolve(join(path, "config.json")))
 
-    for ratio in cfg.bagging.ratios:
-        name = bag_name(ratio)
+    from boom_ray.data.bags import run_bags
+
+    for name in run_bags(cfg, required=False):
         path = join(cfg.workdir, "models", name)
         if finished(path):
             models.append(RunModel(name, name, path, "bag"))
@@ -80,8 +81,9 @@ def eval_fingerprint(cfg: RunConfig) -> str:
     (suites by content: a job's working-dir upload gives them new modification times)."""
     suites = [[ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))},
                tree_digest(ref.path, content=True)] for ref in cfg.eval.suites]
+    truncated = {"dims": cfg.eval.dims} if cfg.eval.dims else {}  # absent by default: caches stay valid
     return stable_hash({"version": EVAL_VERSION, "suites": suites,
-                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set)})
+                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set), **truncated})
 
 
 def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any]]:

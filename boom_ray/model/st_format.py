@@ -26,6 +26,11 @@ _ST_LEGACY_KEYS = {"pooling_mode_lasttoken": "last", "pooling_mode_mean_tokens":
 _ALL_LEGACY_KEYS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
                     "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
                     "pooling_mode_lasttoken")
+MATRYOSHKA_KEY = "matryoshka_dims"
+"""config_sentence_transformers.json key listing the sizes a Matryoshka model was trained for
+(train.matryoshka_dims). sentence-transformers ignores it; its own `truncate_dim` key would make
+every `encode` truncate, so it is left unset: load with ``SentenceTransformer(path,
+truncate_dim=d)`` for one of these sizes (first d coordinates; cosine similarity renormalises)."""
 _INSTRUCT_PROMPT_RE = re.compile(r"^Instruct: (?P<instruction>.*)\nQuery: $", re.DOTALL)
 
 
@@ -58,6 +63,8 @@ def read_sentence_transformers_settings(model_dir: str | Path) -> dict[str, Any]
             settings["pooling"] = _pooling_from_st(_read_json(pool_file), pool_file)
     st_config = model_dir / "config_sentence_transformers.json"
     if st_config.is_file():
+        if _read_json(st_config).get(MATRYOSHKA_KEY):
+            settings["_matryoshka_dims"] = [int(d) for d in _read_json(st_config)[MATRYOSHKA_KEY]]
         query_prompt = (_read_json(st_config).get("prompts") or {}).get("query")
         if query_prompt:
             match = _INSTRUCT_PROMPT_RE.match(query_prompt)
@@ -128,6 +135,7 @@ def write_sentence_transformers_files(model_dir: str | Path, embedder: "Embedder
         "prompts": prompts,
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
+        **({MATRYOSHKA_KEY: list(embedder.matryoshka_dims)} if embedder.matryoshka_dims else {}),
     })
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from boom_ray import leftovers, storage
-from boom_ray.config import STAGES, RunConfig, bag_name
+from boom_ray.config import STAGES, RunConfig
+from boom_ray.data.bags import run_bags
 from boom_ray.train.runs import STATE_FILE
 
 
@@ -53,7 +54,7 @@ def run_status(cfg: RunConfig) -> dict[str, Any]:
         return {"workdir": cfg.workdir, "exists": False}
     record = storage.read_json_or_none(fs, storage.join(root, "run.json")) or {}
     stages = {name: (record.get("stages", {}).get(name) or {}).get("status", "not run") for name in STAGES}
-    bags = [bag_status(cfg, fs, root, bag_name(r), record) for r in cfg.bagging.ratios]
+    bags = [bag_status(cfg, fs, root, bag, record) for bag in run_bags(cfg, required=False)]
     merges = []
     for spec in cfg.merge.merges:
         manifest = storage.read_json_or_none(fs, storage.join(root, "merges", spec.name, "boom_merge.json"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,6 +89,7 @@ def autoscaling_head(tmp_path):
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_five_bags_train_at_once_on_nodes_the_autoscaler_adds(autoscaling_head, tiny_qwen3_path, tmp_path):
@@ -100,7 +102,8 @@ def test_five_bags_train_at_once_on_nodes_the_autoscaler_adds(autoscaling_head, 
     report = json.loads(out.read_text())
     # the cluster started with the 0-CPU head only
     assert [n["cpus"] for n in report["nodes_before"] if n["alive"]] == [0.0]
-    assert [r["status"] for r in report["results"]] == ["trained"] * 5, report["results"]
+    # on failure, the driver's output names the cause (Ray's controller errors are one line in a result)
+    assert [r["status"] for r in report["results"]] == ["trained"] * 5, (report["results"], proc.stderr[-4000:])
     m = report["manifests"]
     # every bag trained on its own node, none of them the head: nodes the autoscaler added
     nodes = {b: x["node_id"] for b, x in m.items()}
@@ -120,12 +123,12 @@ def test_five_bags_train_at_once_on_nodes_the_autoscaler_adds(autoscaling_head, 
 
 def test_bags_queue_on_a_cluster_too_small_for_two_and_ray_data_keeps_running(ray_session, tiny_qwen3_path,
                                                                              tmp_path):
-    """The session's 2-CPU Ray: each bag takes 1.5 CPUs, so two never fit at once; every trainer
+    """The session's 2-CPU Ray: each bag takes 1.5 CPUs, so two never fit at once; both trainers
     is submitted at once and waits for its placement group (Ray Train retries the start-up
     timeout), while a Ray Data job in the 0.5 CPU left finishes during training."""
     import ray.data
 
-    bags = ["bag20", "bag40", "bag60"]
+    bags = ["bag20", "bag40"]  # two are enough to queue; each more costs a Ray Train start-up retry
     for i, bag in enumerate(bags):
         write_bag(tmp_path, bag, {"words": learnable_rows(16, 200 + i)})
     cfg = RunConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, bags, max_steps=2, log_every=1,
@@ -136,7 +139,7 @@ def test_bags_queue_on_a_cluster_too_small_for_two_and_ray_data_keeps_running(ra
         lambda b: {"id": b["id"] * 2}, num_cpus=0.25).sum("id")
     data_done = time.time()
     results = result(thread, box, timeout=600)
-    assert [r.status for r in results] == ["trained"] * 3, [r.error for r in results]
+    assert [r.status for r in results] == ["trained"] * 2, [r.error for r in results]
     assert total == 2 * sum(range(1000))
     m = sorted((read_export_manifest(str(tmp_path), b) for b in bags), key=lambda x: x["train_started"])
     for earlier, later in zip(m, m[1:]):

@@ -16,9 +16,10 @@ DeepSpeed runs it, boom_ray.train.ds_config.effective_zero_stage):
   coefficients below were counted with ``torch.autograd.graph.saved_tensors_hooks`` on Qwen3
   layers of several shapes (hidden, intermediate, query and key/value widths varied one at a
   time); with gradient checkpointing each layer keeps only its input (hidden x dtype) and one
-  layer is recomputed at a time. The tokens are those of the per-rank batch (queries + their
-  groups of passages, padded to the maximum lengths: an upper bound), or of one mini-batch with
-  GradCache (train.mini_batch_size);
+  layer is recomputed at a time. On top, one layer's worth of gradients is in flight while that
+  layer is back-propagated (what a CPU step measures: tests/train/test_step_memory.py). The tokens
+  are those of the per-rank batch (queries + their groups of passages, padded to the maximum
+  lengths: an upper bound), or of one mini-batch with GradCache (train.mini_batch_size);
 * communication buckets: DeepSpeed's defaults (5e8 elements for the reduce / all-reduce bucket,
   and the ZeRO-3 prefetch bucket of 5e7), capped at the model's size; none for one rank at
   ZeRO 0 (boom-ray turns that all-reduce off).
@@ -110,9 +111,10 @@ def activation_bytes(shape: ModelShape, precision: str, tokens: int, seq_len: in
     """Peak activation memory of embedding `tokens` tokens (texts of up to `seq_len`) with a graph."""
     per_layer = layer_activation_bytes(shape, precision, seq_len)
     outside = _DECODER_COEFF["fp32" if precision == "fp32" else "half"][4] * shape.hidden
+    in_flight = per_layer  # the gradients of the layer being back-propagated, beside what is saved
     if checkpointing:  # every layer's input, and one layer recomputed at a time
-        return tokens * (shape.layers * shape.hidden * _bytes(precision) + per_layer + outside)
-    return tokens * (shape.layers * per_layer + outside)
+        return tokens * (shape.layers * shape.hidden * _bytes(precision) + per_layer + in_flight + outside)
+    return tokens * (shape.layers * per_layer + in_flight + outside)
 
 
 @dataclass(frozen=True)

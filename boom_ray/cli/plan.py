@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
     shape = load_model_shape(cfg.model.name_or_path, args.model_config)
     node_types = read_node_types(args.cluster) if args.cluster else None
     train, accumulation = _train_shape(cfg)
+    print(f"boom plan: {args.config}")
+    print(f"model {shape.name}: {shape.family}, {shape.params / 1e6:,.1f} M parameters, hidden {shape.hidden} x "
+          f"{shape.layers} layers")
     bags = bags_to_train(cfg)
     try:
         rows = bag_rows(cfg, bags, args.corpus_rows)
@@ -148,9 +151,6 @@ def run(args: argparse.Namespace) -> int:
         rows = {}
     files = next((len(r.counts) for r in rows.values() if r.source == "corpus"), None)
 
-    print(f"boom plan: {args.config}")
-    print(f"model {shape.name}: {shape.family}, {shape.params / 1e6:,.1f} M parameters, hidden {shape.hidden} x "
-          f"{shape.layers} layers")
     stage_lines, worker = _stage_resources(cfg, node_types, files)
     print("\n" + "\n".join(stage_lines))
 

@@ -11,7 +11,8 @@ engine, against `loss.backward(); clip; optimizer.step()` in this process. One w
 stage 0 (stages 1/2 have nothing to partition over one rank); `--forced-zero2` adds a run whose
 user DeepSpeed JSON forces ZeRO-2 anyway, to show what that costs. `--mini-batch M` adds a run
 with GradCache (train.mini_batch_size M) on the same batches, compared with the plain Ray path
-(`ray`): the extra graph-free forward pass is its cost (`--variants ray,ray_gc` runs just those).
+(`ray`), and `plain_gc`, the plain loop with GradCache, compared with `plain`: the extra
+graph-free forward pass is its cost (`--variants ray,ray_gc` or `plain,plain_gc` runs just those).
 
 Throughput = real (non-padding) tokens per second of the step loop, by wall clock and by CPU time
 of the training process (all its threads). On a shared machine the wall clock swings with other
@@ -58,11 +59,13 @@ def run_config(args, workdir: Path):
     })
 
 
-def plain_loop(cfg, bag_uri: str, threads: int) -> dict:
-    """The anchor: the same model, batches, loss and optimizer, no Ray, no DeepSpeed."""
+def plain_loop(cfg, bag_uri: str, threads: int, mini_batch: int | None = None) -> dict:
+    """The anchor: the same model, batches, loss and optimizer, no Ray, no DeepSpeed (with
+    `mini_batch`, GradCache's cached_backward instead of one backward: variant plain_gc)."""
     import torch
 
     from boom_ray.model.loss import info_nce_loss
+    from boom_ray.train.grad_cache import cached_backward, plain_backward
     from boom_ray.train.feed import BagFeed
     from boom_ray.train.loop import build_embedder, make_optimizer_and_schedule
 
@@ -78,10 +81,15 @@ def plain_loop(cfg, bag_uri: str, threads: int) -> dict:
     tokens, losses = 0, []
     loop_start, loop_cpu = time.monotonic(), time.process_time()
     for micro in feed.iterate(0, steps):
-        q = embedder(micro.query_features)
-        p = embedder(micro.passage_features)
-        loss = info_nce_loss(q, p, cfg.train.temperature, in_batch=micro.in_batch)
-        loss.backward()
+        def loss_fn(q, p):
+            return info_nce_loss(q, p, cfg.train.temperature, in_batch=micro.in_batch)
+
+        if mini_batch:
+            loss = cached_backward(embedder, micro.query_features, micro.passage_features, loss_fn, mini_batch,
+                                   plain_backward)
+        else:
+            loss = loss_fn(embedder(micro.query_features), embedder(micro.passage_features))
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
@@ -152,6 +160,7 @@ def main() -> int:
     if args.mini_batch:
         cached = derive(cfg, {"train.mini_batch_size": args.mini_batch})
         variants["ray_gc"] = lambda: ray_train_run(cached)
+        variants["plain_gc"] = lambda: plain_loop(cfg, bag_uri, args.threads, args.mini_batch)
     if args.variants:
         variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     runs: dict[str, list[dict]] = {k: [] for k in variants}
@@ -168,7 +177,7 @@ def main() -> int:
     anchor = "plain" if "plain" in runs else "ray"  # GradCache alone is measured against the Ray path
     overhead = {k: 1.0 - med[k] / med[anchor] for k in runs if k != anchor}
     overhead_cpu = {k: 1.0 - med_cpu[k] / med_cpu[anchor] for k in runs if k != anchor}
-    if "ray_gc" in runs and anchor != "ray":
+    if "ray_gc" in runs and "ray" in runs and anchor != "ray":
         overhead["ray_gc_vs_ray"] = 1.0 - med["ray_gc"] / med["ray"]
         overhead_cpu["ray_gc_vs_ray"] = 1.0 - med_cpu["ray_gc"] / med_cpu["ray"]
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "median_tok_per_s": med,

@@ -81,7 +81,8 @@ class ModelShape:
     @property
     def embedding_params(self) -> int:
         if self.family == "encoder":  # word, position, token type embeddings, LayerNorm, pooler
-            return (self.vocab + self.max_positions + 2) * self.hidden + 2 * self.hidden + self.hidden ** 2 + self.hidden
+            h = self.hidden
+            return (self.vocab + self.max_positions + 2) * h + 2 * h + h * h + h
         return self.vocab * self.hidden + self.hidden  # + final norm (the LM head is not loaded)
 
     @property

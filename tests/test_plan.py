@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from boom_ray.cli import main
@@ -82,10 +80,9 @@ def test_counts_rows_from_the_corpus(capsys, tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     code, out, _ = _plan(capsys, "--config", str(tmp_path / "run.yaml"), "--tokens-per-second", "1000")
     assert code == 0 and "(4 files)" in out
-    rows = {json.loads(ln).get("type") for ln in (REPO / "data/wordnet-sample/corpus/definition_retrieval.jsonl")
-            .read_text().splitlines() if ln.strip()}
-    assert rows  # the sample corpus really carries types (symmetric tasks get half batches)
-    assert _row(out, "bag100")[:2] == ["3,200", "corpus"]
+    # 4 tasks of 800 rows, global batch 32: two retrieval tasks of 25 batches, two symmetric ones
+    # of 50 half batches each (BagFeed's plan_batches on the same counts)
+    assert _row(out, "bag100")[:3] == ["3,200", "corpus", "150"]
     assert _row(out, "bag20")[0] == "640"
 
 

@@ -48,7 +48,8 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
     worker = resources_per_worker(t)
     memory = m.memory or 2 * m.memory_budget
     lines = ["stage    asks for",
-             f"bag      {cfg.bagging.num_cpus:g} CPU per source file task ({files if files is not None else '?'} files)",
+             f"bag      {cfg.bagging.num_cpus:g} CPU per source file task "
+             f"({files if files is not None else '?'} files)",
              f"train    {t.num_workers} workers x {_res(worker)} per bag; {len(bags)} bags at once = "
              f"{t.num_workers * len(bags)} workers",
              f"merge    {m.num_cpus:g} CPU and {_gib(memory)} memory per merge ({len(m.merges)} merges, one at a time)",
@@ -104,7 +105,8 @@ def _memory_table(shape, train, gpu_bytes: float, gpu_label: str) -> list[str]:
             m = max(d for d in range(1, max(1, train.rows // 8) + 1) if train.rows % d == 0)
         columns.append((f"with mini-batches of {m}", with_mini_batch(train, m)))
     estimates = [(name, memory_estimate(shape, t)) for name, t in columns]
-    lines = [f"per-{'GPU' if gpu_label else 'worker'} memory: ZeRO {train.zero_stage}, {train.world} ranks, {train.precision}, "
+    lines = [f"per-{'GPU' if gpu_label else 'worker'} memory: ZeRO {train.zero_stage}, {train.world} ranks, "
+             f"{train.precision}, "
              f"{train.rows} rows x (1 query + {train.group} passages) of <= {max(train.query_len, train.doc_len)} "
              f"tokens per rank, gradient checkpointing {'on' if train.checkpointing else 'off'}",
              f"{'':<14}" + "".join(f"{name:>36}" for name, _ in estimates)]

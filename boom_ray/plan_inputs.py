@@ -43,10 +43,10 @@ intermediate_size, num_attention_heads; 8 key/value heads of 128 dims; vocabular
 
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra")
 
-# AWS instance types: (vCPUs, GPUs, GPU model, GiB per GPU); what Ray's AWS provider detects
+# AWS instance types: (vCPUs, GPUs, GPU model, GiB per GPU): the GPU memory a node type's resources do not say
 INSTANCE_TYPES: dict[str, tuple[int, int, str | None, int]] = {
     "p4d.24xlarge": (96, 8, "A100", 40), "p4de.24xlarge": (96, 8, "A100", 80),
-    "p5.48xlarge": (192, 8, "H100", 80), "g6e.xlarge": (4, 1, "L40S", 48), "g6e.12xlarge": (48, 4, "L40S", 48),
+    "p5.48xlarge": (192, 8, "H100", 80), "g6e.xlarge": (4, 1, "L40S", 48), "g6e.8xlarge": (32, 1, "L40S", 48), "g6e.12xlarge": (48, 4, "L40S", 48),
     "g5.xlarge": (4, 1, "A10G", 24), "g5.12xlarge": (48, 4, "A10G", 24), "g6.xlarge": (4, 1, "L4", 24),
     "m6i.2xlarge": (8, 0, None, 0), "m6i.4xlarge": (16, 0, None, 0), "m6i.8xlarge": (32, 0, None, 0),
 }
@@ -170,21 +170,22 @@ def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) ->
 
 
 def read_node_types(path: str) -> list[NodeType]:
-    """The worker node types of a Ray cluster-launcher YAML, with their resources: the node
-    type's own `resources` where given, else what Ray detects on its instance type."""
+    """The worker node types of a Ray cluster-launcher YAML: their resources as
+    boom_ray.cluster.node_types reads them (given in the YAML, so requests can be checked), their
+    max_workers, and their GPU's model and memory from the instance type where INSTANCE_TYPES
+    knows it."""
+    from boom_ray.cluster import ClusterError, node_types
+
     try:
+        resources = node_types(path)
         raw = yaml.safe_load(Path(path).read_text())
-        types = raw["available_node_types"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise PlanError(f"--cluster: cannot read node types from {path}: {exc}") from None
+    except (ClusterError, OSError, yaml.YAMLError) as exc:
+        raise PlanError(f"--cluster: {exc}") from None
     out = []
-    for name, spec in types.items():
+    for name, spec in raw["available_node_types"].items():
         if name == raw.get("head_node_type"):
             continue
         instance = (spec.get("node_config") or {}).get("InstanceType", "")
-        cpus, gpus, gpu, gib = INSTANCE_TYPES.get(instance, (0, 0, None, 0))
-        resources = dict(spec.get("resources") or {}) or {"CPU": cpus, "GPU": gpus}
-        out.append(NodeType(name, {k: float(v) for k, v in resources.items()}, int(spec.get("max_workers", 0)),
-                            gpu, gib * 2**30 if gib else None))
+        _, _, gpu, gib = INSTANCE_TYPES.get(instance, (0, 0, None, 0))
+        out.append(NodeType(name, resources[name], int(spec.get("max_workers", 0)), gpu, gib * 2**30 if gib else None))
     return out
-

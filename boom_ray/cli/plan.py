@@ -78,9 +78,11 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
 def _train_shape(cfg):
     from boom_ray.model.settings import resolve_model_config
     from boom_ray.plan import TrainShape
-    from boom_ray.train.ds_config import accumulation_steps, deepspeed_config, load_user_config, precision_of
+    from boom_ray.train.ds_config import (accumulation_steps, check_mini_batch_size, deepspeed_config,
+                                          load_user_config, precision_of)
 
     t = cfg.train
+    check_mini_batch_size(t)
     per_rank = t.global_batch_size // t.num_workers
     user = load_user_config(t.deepspeed_config) if t.deepspeed_config else None
     ds = deepspeed_config(t, world_size=t.num_workers, micro_batch_per_rank=max(1, per_rank), on_gpu=t.use_gpu,

@@ -174,7 +174,8 @@ def main() -> int:
     med = {k: statistics.median(r["tok_per_s"] for r in v) for k, v in runs.items()}
     med_cpu = {k: statistics.median(r["tok_per_cpu_s"] for r in v) for k, v in runs.items()}
     e2e = {k: statistics.median(r["end_to_end_s"] for r in v) for k, v in runs.items()}
-    anchor = "plain" if "plain" in runs else "ray"  # GradCache alone is measured against the Ray path
+    # the plain loop where it ran; else the Ray path (GradCache against it); else the first variant
+    anchor = next((k for k in ("plain", "ray") if k in runs), next(iter(runs)))
     overhead = {k: 1.0 - med[k] / med[anchor] for k in runs if k != anchor}
     overhead_cpu = {k: 1.0 - med_cpu[k] / med_cpu[anchor] for k in runs if k != anchor}
     if "ray_gc" in runs and "ray" in runs and anchor != "ray":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check of training (issue 11): `boom train` with use_gpu on 1 worker in bf16, 30 steps at
 # ZeRO-2 and at ZeRO-3, export, reload with SentenceTransformer and compare embeddings, and print
-# tokens/s, MFU and peak GPU memory. Needs no hub: the model is Qwen3-0.6B-shaped (Qwen3Config,
-# random weights) with a small local tokenizer. Budget: under 8 minutes on one H200-class GPU.
+# tokens/s, MFU and peak GPU memory; then benchmarks/plan_gpu_check.py (issue 12). Needs no hub: the
+# model is Qwen3-0.6B-shaped (Qwen3Config, random weights) with a small local tokenizer. Budget:
+# under 8 minutes on one H200-class GPU, plus up to 4 for the plan check.
 #
 #   benchmarks/gpu_check.sh                       # the check (writes runs/gpu_check/)
 #   benchmarks/gpu_check.sh --device cpu --shape tiny --steps 3   # dry run of the same code on CPU
@@ -14,4 +15,9 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec timeout "${GPU_CHECK_TIMEOUT:-480}" "$PY" benchmarks/gpu_check.py "$@"
+timeout "${GPU_CHECK_TIMEOUT:-480}" "$PY" benchmarks/gpu_check.py "$@"
+# Issue 12: boom plan's per-GPU memory estimate against torch.cuda.max_memory_allocated of real
+# steps (plain, checkpointed, GradCache); only where CUDA is there (PLAN_CHECK_TIMEOUT, default 240 s).
+if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    timeout "${PLAN_CHECK_TIMEOUT:-240}" "$PY" benchmarks/plan_gpu_check.py
+fi

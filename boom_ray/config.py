@@ -170,6 +170,8 @@ class TrainConfig(Strict):
         if weights is not None and (dims is None or len(weights) != len(dims) or any(w < 0 for w in weights)):
             raise ValueError(f"matryoshka_weights needs one non-negative weight per matryoshka dim, got {weights}")
         return self
+    mini_batch_size: int | None = Field(None, ge=1)
+    """GradCache rows per mini-batch (train/grad_cache.py; ds_config.check_mini_batch_size); None: off."""
 
 
 class MergeSpec(Strict):

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "update": "update",
     "status": "status",
     "ablations": "ablations",
+    "plan": "plan",
 }
 
 

@@ -57,6 +57,16 @@ def effective_zero_stage(stage: int, world_size: int) -> int:
     return 0 if world_size == 1 and stage in (1, 2) else stage
 
 
+def check_mini_batch_size(train: TrainConfig) -> None:
+    """GradCache cuts each rank's rows into mini-batches: train.mini_batch_size must divide the
+    per-rank batch, so that every mini-batch of a full batch is the same size (checked in the
+    driver before any trainer starts, and by `boom plan`)."""
+    m, batch, workers = train.mini_batch_size, train.global_batch_size, train.num_workers
+    if m is not None and (batch % workers or (batch // workers) % m):
+        raise DeepSpeedConfigError(f"train.mini_batch_size: {m} must divide the per-rank batch (global_batch_size "
+                                   f"{batch} / num_workers {workers} = {batch / workers:g} rows)")
+
+
 def generated_config(train: TrainConfig, *, world_size: int, micro_batch_per_rank: int, on_gpu: bool) -> dict[str, Any]:
     """The DeepSpeed JSON boom-ray writes for `train`.
 

@@ -24,7 +24,10 @@ TRAIN_VERSION = 2
 """Bumped when a change to the training code makes older exports stale (2: seeded RNGs, fp32 master weights)."""
 
 _NOT_IN_REQUEST = {"bags", "checkpoint_every", "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
-                   "max_failures", "log_every", "max_concurrent_bags"}
+                   "max_failures", "log_every", "max_concurrent_bags",
+                   "mini_batch_size"}
+# mini_batch_size (GradCache) changes how a step is split, not its loss or gradient, like num_workers;
+# turning it on after an out-of-memory failure resumes the same run.
 
 
 def model_dir(workdir: str, bag: str) -> str:

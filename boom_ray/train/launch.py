@@ -131,7 +131,7 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
 def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     """What one bag's workers need, and the request its export will carry."""
     from boom_ray.data.bags import bag_dir, read_manifest
-    from boom_ray.train.ds_config import deepspeed_config, load_user_config, resolve_precision
+    from boom_ray.train.ds_config import check_mini_batch_size, deepspeed_config, load_user_config, resolve_precision
     from boom_ray.train.export import request_hash, train_request
     from boom_ray.train.runs import run_name
 
@@ -140,6 +140,7 @@ def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     if manifest is None:
         raise BoomError(f"{uri}: bag {bag} does not exist or is unfinished; run `boom bag --config ...` first")
     train = cfg.train
+    check_mini_batch_size(train)
     # a broken file fails here, not in every worker
     user = load_user_config(train.deepspeed_config) if train.deepspeed_config else None
     request = train_request(cfg, bag, manifest, resolve_precision(train.precision, train.use_gpu))

@@ -223,8 +223,11 @@ def report_and_checkpoint(engine, state: TrainState, metrics: dict[str, Any], wi
 
 def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attempt_start: float) -> float | None:
     """Optimizer steps from `state.step` to the end; returns the final (windowed) loss."""
+    from functools import partial
+
     from boom_ray.model.objective import training_loss
     from boom_ray.train.collective import all_reduce_sum
+    from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
 
     engine, feed, ga = setup.engine, setup.feed, setup.accumulation
     world = _ctx().get_world_size()
@@ -236,10 +239,15 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
     loop_start, loop_base = time.monotonic(), state.loop_s
     cpu_start, cpu_base = time.process_time(), state.loop_cpu_s
     for micro in batches:
-        q = engine(micro.query_features)
-        p = engine(micro.passage_features)
-        loss = training_loss(q, p, micro, cfg.train, gather=gather)
-        engine.backward(loss)
+        if cfg.train.mini_batch_size:  # GradCache: the same loss and gradient, one mini-batch's memory
+            loss = cached_backward(engine, micro.query_features, micro.passage_features,
+                                   partial(training_loss, micro=micro, train=cfg.train, gather=gather),
+                                   cfg.train.mini_batch_size, deepspeed_backward(engine))
+        else:
+            q = engine(micro.query_features)
+            p = engine(micro.passage_features)
+            loss = training_loss(q, p, micro, cfg.train, gather=gather)
+            engine.backward(loss)
         engine.step()
         window_loss += float(loss.detach())
         window_n += 1

@@ -1,0 +1,78 @@
+"""Peak memory of one real training step on CPU, measured in a fresh process.
+
+    python step_memory.py MODEL_DIR ROWS GROUP LENGTH MINI_BATCH CHECKPOINTING OUT.json
+
+Loads the embedder from MODEL_DIR (a tiny Qwen3: few parameters, so activations dominate),
+tokenises ROWS queries and ROWS x GROUP passages of LENGTH tokens each (no padding, so the batch's
+size is exactly what the plan assumes), then runs one step as the training loop does (forward,
+InfoNCE, backward, AdamW step), with GradCache when MINI_BATCH > 0. Writes the resident memory
+before the step and the process's peak (ru_maxrss) after it: their difference is the step's peak,
+what boom_ray.plan.memory_estimate predicts minus the weights already loaded. The process peak
+before the step is recorded too, so a caller can tell that the step, not the set-up, set it.
+Used by tests/train/test_step_memory.py and benchmarks/train_throughput.py's side checks.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def texts(n: int, length: int, salt: str) -> list[str]:
+    """n distinct texts of at least `length` tokens (cut to `length` by the tokenizer)."""
+    words = "alpha beta gamma delta river stone light cloud music paper garden window".split()
+    return [" ".join(f"{words[(i * 7 + j) % len(words)]}{salt}{(i + j) % 97}" for j in range(length))
+            for i in range(n)]
+
+
+def main(model_dir: str, rows: int, group: int, length: int, mini: int, checkpointing: bool, out: str) -> None:
+    import torch
+
+    from boom_ray.config import ModelConfig
+    from boom_ray.model.embedder import Embedder
+    from boom_ray.model.loss import info_nce_loss
+    from boom_ray.train.grad_cache import cached_backward, plain_backward
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    embedder = Embedder.from_pretrained(model_dir, ModelConfig(pooling="last", max_query_length=length,
+                                                               max_doc_length=length), dtype=torch.float32)
+    if checkpointing:
+        embedder.gradient_checkpointing_enable()
+    embedder.train()
+    q = embedder.tokenize(texts(rows, length, "q"), length)
+    p = embedder.tokenize(texts(rows * group, length, "p"), length)
+    assert q["input_ids"].shape[1] == length and int(p["attention_mask"].sum()) == rows * group * length
+    optimizer = torch.optim.AdamW([t for t in embedder.parameters() if t.requires_grad], lr=1e-4)
+
+    def loss_fn(qe, pe):
+        return info_nce_loss(qe, pe, 0.05)
+
+    gc.collect()
+    before, peak_before = rss_bytes(), peak_bytes()
+    if mini:
+        cached_backward(embedder, q, p, loss_fn, mini, plain_backward)
+    else:
+        loss_fn(embedder(q), embedder(p)).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    peak = peak_bytes()
+    with open(out, "w") as f:
+        json.dump({"rss_before": before, "peak_before": peak_before, "peak": peak, "step_peak": peak - before,
+                   "params": sum(t.numel() for t in embedder.parameters())}, f)
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    main(a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), a[5] == "1", a[6])

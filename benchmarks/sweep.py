@@ -15,9 +15,9 @@ Model sets:
   be identical between the paths there.
 
 Each path runs in its own subprocess (so its peak RSS is its own), old and new alternating, and
-reports per trial the time outside scoring (merge + load) and the scoring time. The new path's
-one-off setup (reading the bags into memory and the statistics pass, once per sweep) is reported
-separately. Prints the markdown recorded in benchmarks/RESULTS.md; results also go to
+reports per trial the time outside scoring (merge + load) and the scoring time. Both paths use the
+same statistics pass, computed once (as a sweep does), so their models and scores are identical;
+the new path's one-off setup (reading the bags into memory) is reported separately. Prints the markdown recorded in benchmarks/RESULTS.md; results also go to
 benchmarks/_out/sweep_results.json.
 """
 
@@ -100,7 +100,8 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
     from boom_ray.config import EvalConfig, MergeConfig
     from boom_ray.eval.evaluate import evaluate_model
     from boom_ray.eval.results import score
-    from boom_ray.merge.in_memory import load_model_tensors, merge_in_memory, sweep_statistics
+    from boom_ray.merge.in_memory import load_model_tensors, merge_in_memory
+    from boom_ray.sweep.inputs import from_npz
     from boom_ray.merge.methods import get_method
     from boom_ray.merge.request import MergeRequest, ModelInput
     from boom_ray.merge.task import merge
@@ -111,11 +112,10 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
     eval_cfg = EvalConfig(batch_size=32, ray_min_texts=1 << 62)
     method = get_method("multislerp")
     out: dict = {"path": path, "trials": []}
+    stats = from_npz(statistics_file(name).read_bytes())
     setup = time.perf_counter()
     if path == "new":
         tensors = [load_model_tensors(b) for b in bags]
-        stats = sweep_statistics(method, tensors, None, {"normalize_weights": True, "eps": 1e-8},
-                                 [{"weight": 1.0}] * len(bags))
         embedder = resident_embedder(bags[0])
     out["setup_s"] = time.perf_counter() - setup
     for weights in vectors:
@@ -128,7 +128,7 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
         else:
             tmp = Path(tempfile.mkdtemp(prefix="boom-sweep-bench-", dir=OUT))
             request = MergeRequest("multislerp", [ModelInput(b, {"weight": w}) for b, w in zip(bags, weights)])
-            merge(request, str(tmp / "model"), MergeConfig(memory_budget="1GB"), progress=False)
+            merge(request, str(tmp / "model"), MergeConfig(memory_budget="1GB"), progress=False, statistics=stats)
             from boom_ray.eval.embedding import ModelEncoder
 
             encoder = ModelEncoder(str(tmp / "model"), eval_cfg)
@@ -143,6 +143,26 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
         out["trials"].append({"outside_s": t1 - t0, "scoring_s": t2 - t1, "score": score(results, "mean/main")})
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+def statistics_file(name: str) -> Path:
+    return OUT / f"sweep-statistics-{name}.npz"
+
+
+def write_statistics(name: str, bags: list[Path]) -> None:
+    """The sweep's statistics pass, once, for both paths: each trial then differs only in how its
+    merge reaches the scorer (the written model and the resident one are then bit for bit equal,
+    and so are their scores; the old path also skips its own statistics pass, which favours it)."""
+    from boom_ray.merge.in_memory import load_model_tensors, sweep_statistics
+    from boom_ray.merge.methods import get_method
+    from boom_ray.sweep.inputs import to_npz
+
+    if statistics_file(name).is_file():
+        return
+    tensors = [load_model_tensors(str(b)) for b in bags]
+    stats = sweep_statistics(get_method("multislerp"), tensors, None, {"normalize_weights": True, "eps": 1e-8},
+                             [{"weight": 1.0}] * len(bags))
+    statistics_file(name).write_bytes(to_npz(stats))
 
 
 def run_path(path: str, name: str, bags: list[Path], vectors: list[list[float]]) -> dict:
@@ -198,6 +218,7 @@ def main() -> None:
     rows = []
     for name in args.sets:
         bags = make_bags(name, OUT / "sweep-bags" / name)
+        write_statistics(name, bags)
         vectors = weight_vectors(args.trials)
         runs = []
         for _ in range(args.rounds):

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from boom_ray import storage
-from boom_ray.config import ConfigError, RunConfig, derive, set_dotted, validate_config
+from boom_ray.config import ConfigError, RunConfig, derive, read_yaml, set_dotted, validate_config
 from boom_ray.units import check_folder_name
 
 
@@ -55,12 +55,7 @@ def load_grid(path: str | Path, cells: list[str] | None = None, overrides: dict[
     override fails now, naming its cell, not after the first cells have trained). `overrides`
     (dotted keys, as `--set`) change the base run, hence every cell."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: grid file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "grid file")
     if not isinstance(data, dict) or set(data) - {"run", "cells"} or not isinstance(data.get("cells"), dict):
         raise ConfigError(f"{path}: a grid file has exactly `run` (a run config) and `cells` (name -> overrides)")
     if isinstance(data.get("run"), dict):

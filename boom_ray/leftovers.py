@@ -206,8 +206,13 @@ def clean_stale_siblings(fs: pafs.FileSystem, final: str) -> list[Leftover]:
     def contents(path: str) -> list[pafs.FileInfo]:
         return fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
 
+    return _remove_stale(fs, _leftovers(fs, infos, posixpath.basename(final), contents))
+
+
+def _remove_stale(fs: pafs.FileSystem, found: list[Leftover]) -> list[Leftover]:
+    """Remove the stale ones among `found`; returns those removed."""
     removed = []
-    for leftover in _leftovers(fs, infos, posixpath.basename(final), contents):
+    for leftover in found:
         if leftover.stale:
             try:
                 _remove_leftover(fs, leftover)
@@ -227,13 +232,4 @@ def list_leftovers(uri: str) -> list[Leftover]:
 
 def remove_stale_leftovers(uri: str) -> list[Leftover]:
     """Remove every stale leftover under the work dir `uri`; returns those removed."""
-    fs, _ = resolve(uri)
-    removed = []
-    for leftover in list_leftovers(uri):
-        if leftover.stale:
-            try:
-                _remove_leftover(fs, leftover)
-                removed.append(leftover)
-            except OSError:  # another cleaner got there first, or the store refused: try next time
-                pass
-    return removed
+    return _remove_stale(resolve(uri)[0], list_leftovers(uri))

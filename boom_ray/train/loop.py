@@ -179,23 +179,31 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool,
     return Setup(embedder, engine, ds_config, accumulation, total_steps, feed)
 
 
-def load_checkpoint(engine, checkpoint) -> TrainState:
-    """Restore engine state, progress and this rank's RNG states from a Ray Train checkpoint."""
+def read_state_and_rng(path: str, rank: int) -> tuple[TrainState, bool]:
+    """(the TrainState of a checkpoint folder, whether this rank's RNG states were in it and are
+    now restored)."""
     import torch
 
     from boom_ray.train.rng import restore_rng_states
 
+    with open(os.path.join(path, STATE_FILE)) as f:
+        state = TrainState(**json.load(f))
+    rng_file = os.path.join(path, f"rng_rank{rank}.pt")
+    if not os.path.exists(rng_file):
+        return state, False
+    restore_rng_states(torch.load(rng_file, weights_only=False))
+    return state, True
+
+
+def load_checkpoint(engine, checkpoint) -> TrainState:
+    """Restore engine state, progress and this rank's RNG states from a Ray Train checkpoint."""
     rank = _ctx().get_world_rank()
     with checkpoint.as_directory() as path:
         load_path, _ = engine.load_checkpoint(path, tag=DS_TAG, load_optimizer_states=True,
                                               load_lr_scheduler_states=True)
         if load_path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {path}")
-        with open(os.path.join(path, STATE_FILE)) as f:
-            state = TrainState(**json.load(f))
-        rng_file = os.path.join(path, f"rng_rank{rank}.pt")
-        if os.path.exists(rng_file):
-            restore_rng_states(torch.load(rng_file, weights_only=False))
+        state, _ = read_state_and_rng(path, rank)
     state.restarts += 1
     state.resumed_from.append(state.step)
     return state

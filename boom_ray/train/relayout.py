@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
-import json
 import os
 import shutil
 import tempfile
 from typing import Any
+
+from boom_ray import storage
 
 
 def convert_to_universal(ds_dir: str, out_dir: str) -> None:
@@ -45,19 +45,17 @@ def convert_to_universal(ds_dir: str, out_dir: str) -> None:
 def load_other_layout(engine, other: dict[str, Any], seed: int):
     """Load `other` (job["resume_from"]: uri, universal, run) into `engine`; returns the TrainState."""
     import ray.train
-    import torch
     import torch.distributed as dist
 
-    from boom_ray.train.loop import DS_TAG, TrainState
-    from boom_ray.train.runs import STATE_FILE
-    from boom_ray.train.rng import rank_seed, restore_rng_states, seed_everything
+    from boom_ray.train.loop import DS_TAG, read_state_and_rng
+    from boom_ray.train.rng import rank_seed, seed_everything
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     with ray.train.Checkpoint(other["uri"]).as_directory() as path:
         load_dir, tag = path, DS_TAG
         if other["universal"]:
-            key = hashlib.sha256(other["uri"].encode()).hexdigest()[:16]
+            key = storage.stable_hash(other["uri"], 16)
             load_dir, tag = os.path.join(tempfile.gettempdir(), f"boom-universal-{key}"), "universal"
             if ctx.get_local_rank() == 0:
                 os.makedirs(load_dir, exist_ok=True)
@@ -68,12 +66,8 @@ def load_other_layout(engine, other: dict[str, Any], seed: int):
                                            load_lr_scheduler_states=True)
         if loaded is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {load_dir}/{tag}")
-        with open(os.path.join(path, STATE_FILE)) as f:
-            state = TrainState(**json.load(f))
-        rng_file = os.path.join(path, f"rng_rank{rank}.pt")
-        if os.path.exists(rng_file):
-            restore_rng_states(torch.load(rng_file, weights_only=False))
-        else:
+        state, restored = read_state_and_rng(path, rank)
+        if not restored:
             seed_everything(rank_seed(seed, rank) + state.step)
     if other["universal"]:
         # the universal copy (fp32 weights and both Adam moments: 12 bytes a parameter) is only

@@ -30,6 +30,7 @@ from boom_ray.errors import BoomError
 from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc, TensorReader,
                                Window, from_float32, index_model, itemsize, to_float32)
 from boom_ray.merge.methods import Method, TensorState, new_state
+from boom_ray.merge.methods.params import layer_positions
 
 
 class MergeError(BoomError):
@@ -60,6 +61,7 @@ class LocalInputs:
     base: str | None
     params: dict[str, Any]
     model_params: list[dict[str, Any]]
+    """Settings as `Method.validate` returns them (gradients and filters resolved per tensor)."""
     dtype: str | None  # safetensors dtype name of the output's float tensors, None = as input
 
 
@@ -143,13 +145,17 @@ class StreamingMerge:
         self.plan = plan_memory(memory_budget, self.rows, in_size, out_size, self.method.scratch,
                                 threads or default_threads())
         self.largest = max(loc.numel for loc in self.ref.values())
+        positions = layer_positions(self.ref)
+        # every tensor's parameters, resolved before any tensor is read (errors surface up front)
+        self.resolved = {name: self.method.resolve(inputs.params, inputs.model_params, name, positions[name])
+                         for name, loc in self.ref.items() if loc.dtype in FLOAT_DTYPES}
 
     def out_dtype(self, loc: TensorLoc) -> str:
         return self.inputs.dtype if self.inputs.dtype and loc.dtype in FLOAT_DTYPES else loc.dtype
 
     def state(self, loc: TensorLoc) -> TensorState:
-        weights = [mp["weight"] for mp in self.inputs.model_params]
-        return new_state(self.method, weights, self.inputs.params, self.inputs.model_params, loc.numel)
+        params, model_params = self.resolved[loc.name]
+        return new_state(self.method, params, model_params, loc.numel, loc.shape)
 
     def total_read_bytes(self) -> int:
         total = 0

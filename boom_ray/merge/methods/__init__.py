@@ -45,9 +45,11 @@ def get_method(name: str) -> Method:
         raise MergeMethodError(f"unknown merge method {name!r}; known: {sorted(METHODS)}") from None
 
 
-def new_state(method: Method, weights: list[float], params: dict[str, Any],
-              model_params: list[dict[str, Any]], numel: int) -> TensorState:
-    state = TensorState(np.array(weights, dtype=np.float64), model_params, params, numel)
+def new_state(method: Method, params: dict[str, Any], model_params: list[dict[str, Any]], numel: int,
+              shape: tuple[int, ...] = ()) -> TensorState:
+    """A tensor's state from its resolved parameters (`Method.resolve`)."""
+    weights = np.array([mp.get("weight", 1.0) for mp in model_params], dtype=np.float64)
+    state = TensorState(weights, model_params, params, numel, tuple(shape))
     method.start(state)
     return state
 
@@ -61,20 +63,22 @@ def _float32(t: Any) -> np.ndarray:
 
 def merge_tensors(name: str, tensors: list[Any], weights: list[float] | None = None,
                   base: Any | None = None, parameters: dict[str, Any] | None = None,
-                  model_parameters: list[dict[str, Any]] | None = None) -> np.ndarray:
+                  model_parameters: list[dict[str, Any]] | None = None, *, tensor_name: str = "",
+                  t: float = 0.0) -> np.ndarray:
     """Merge whole in-memory arrays or torch tensors (a float32 numpy array of the first one's
     shape): the reference path that tests use; the streaming executor runs the same steps in
-    blocks."""
+    blocks. `tensor_name` and the layer position `t` resolve per-layer gradients and filters."""
     method = get_method(name)
     model_parameters = [dict(mp) for mp in (model_parameters or [{} for _ in tensors])]
     if weights is not None:
         for mp, w in zip(model_parameters, weights):
             mp["weight"] = w
-    params, model_params = method.validate(len(tensors), base is not None, parameters or {}, model_parameters)
+    settings = method.validate(len(tensors), base is not None, parameters or {}, model_parameters)
+    params, model_params = method.resolve(*settings, tensor_name, t)
     arrays = [_float32(t) for t in tensors]
     xs = np.stack([a.reshape(-1) for a in arrays])
     b = _float32(base).reshape(-1) if base is not None else None
-    state = new_state(method, [mp.get("weight", 1.0) for mp in model_params], params, model_params, xs.shape[1])
+    state = new_state(method, params, model_params, xs.shape[1], arrays[0].shape)
     for p in range(state.passes):
         method.finish(state, p, method.statistics(state, p, xs.copy(), b))
     return method.combine(state, xs, b, np.empty(xs.shape[1], dtype=np.float32)).reshape(arrays[0].shape)

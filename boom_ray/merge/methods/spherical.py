@@ -68,8 +68,7 @@ class Slerp(Method):
     `slerp`): with cos(theta) the cosine between the flattened tensors (norms below eps count as
     1, clamped to [-1, 1]), the result is sin((1-t) theta)/sin(theta) base + sin(t theta)/sin(theta) x,
     or the linear (1-t) base + t x when |cos(theta)| > 0.9995. One statistics pass gathers the
-    two norms and the dot product. `t` is one number: mergekit's per-layer gradients are not
-    supported."""
+    two norms and the dot product. `t` may be a per-layer gradient, as in mergekit."""
 
     name = "slerp"
     base = "required"

@@ -28,11 +28,9 @@ class Ties(Method):
     scratch = 6
     BINS = 1 << 16
 
-    def validate(self, n_models, has_base, params, model_params):
-        shared, per_model = super().validate(n_models, has_base, params, model_params)
+    def check(self, shared, per_model):
         if shared["rescale"]:
             raise MergeMethodError("ties: rescale: true is not supported")
-        return shared, per_model
 
     def start(self, state):
         dens = [mp["density"] for mp in state.model_params]

@@ -155,7 +155,7 @@ class StreamingMerge:
 
     def state(self, loc: TensorLoc) -> TensorState:
         params, model_params = self.resolved[loc.name]
-        return new_state(self.method, params, model_params, loc.numel, loc.shape)
+        return new_state(self.method, params, model_params, loc.numel, loc.shape, loc.name)
 
     def total_read_bytes(self) -> int:
         total = 0
@@ -224,10 +224,10 @@ class _Run:
                 window.close()
             self.bar.update(count * loc.itemsize)
 
-    def windows(self, locs: list[TensorLoc]) -> Iterator[tuple[int, list[Window]]]:
+    def windows(self, locs: list[TensorLoc], chunk: int) -> Iterator[tuple[int, list[Window]]]:
         """(first element, one mapped window per input) for each chunk of a tensor, unmapped after
         use; the next chunk's read is announced to the kernel first."""
-        numel, chunk = locs[0].numel, self.plan.chunk
+        numel = locs[0].numel
         for first in range(0, numel, chunk):
             count = min(chunk, numel - first)
             nxt = first + count
@@ -242,8 +242,8 @@ class _Run:
                 for w in wins:
                     w.close()
 
-    def on_blocks(self, wins: list[Window], work: Callable[..., Any]) -> list:
-        """`work(start, xs, base, worker)` on every block of the windows,
+    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any]) -> list:
+        """`work(start, xs, base, worker)` on every block of `block` elements of the windows,
         with `xs` the non-base rows and `base` the base row as float32 scratch and `worker` the
         index of the thread's own scratch; one block-aligned slice per worker thread. Returns the
         results in block order."""
@@ -253,15 +253,15 @@ class _Run:
 
         def one_slice(k: int, a0: int, a1: int) -> list:
             out = []
-            for a in range(a0, a1, plan.block):
-                m = min(plan.block, a1 - a)
+            for a in range(a0, a1, block):
+                m = min(block, a1 - a)
                 rows = self.xs[k][: job.rows * m].reshape(job.rows, m)
                 for i, raw in enumerate(raws):
                     to_float32(raw[a:a + m], dtype, rows[i])
                 out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k))
             return out
 
-        slices = block_slices(wins[0].data.size, plan.block, plan.threads)
+        slices = block_slices(wins[0].data.size, block, plan.threads)
         if self.workers is None or len(slices) == 1:
             parts = [one_slice(k, a, b) for k, (a, b) in enumerate(slices)]
         else:
@@ -273,29 +273,38 @@ class _Run:
     def merge_tensor(self, locs: list[TensorLoc]) -> None:
         job, method, loc = self.job, self.method, locs[0]
         state = job.state(loc)
-        if loc.numel <= self.plan.chunk:  # one window serves every pass
-            for _, wins in self.windows(locs):
+        block, chunk = self.plan.block, self.plan.chunk
+        align = method.alignment(state)
+        if align > 1:  # whole rows per block and per chunk
+            if align > block:
+                raise MergeError(f"{method.name} needs whole rows of {loc.name!r} ({align} elements) in one block "
+                                 f"of at most {block}; raise merge.memory_budget")
+            block -= block % align
+            chunk -= chunk % block
+        if loc.numel <= chunk:  # one window serves every pass
+            for _, wins in self.windows(locs, chunk):
                 for p in range(state.passes):
-                    method.finish(state, p, self._statistics(state, p, wins))
-                self._combine(state, loc, 0, wins)
+                    method.finish(state, p, self._statistics(state, p, 0, wins, block))
+                self._combine(state, loc, 0, wins, block)
             return
         for p in range(state.passes):
             total = None
-            for _, wins in self.windows(locs):
-                part = self._statistics(state, p, wins)
+            for first, wins in self.windows(locs, chunk):
+                part = self._statistics(state, p, first, wins, block)
                 total = part if total is None else total + part
             method.finish(state, p, total)
-        for first, wins in self.windows(locs):
-            self._combine(state, loc, first, wins)
+        for first, wins in self.windows(locs, chunk):
+            self._combine(state, loc, first, wins, block)
 
-    def _statistics(self, state: TensorState, p: int, wins: list[Window]) -> np.ndarray:
-        stats = self.on_blocks(wins, lambda a, xs, base, k: self.method.statistics(state, p, xs, base))
+    def _statistics(self, state: TensorState, p: int, first: int, wins: list[Window], block: int) -> np.ndarray:
+        stats = self.on_blocks(wins, block,
+                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a))
         total = stats[0]
         for s in stats[1:]:
             total = total + s
         return total
 
-    def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window]) -> None:
+    def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window], block: int) -> None:
         """Output elements [first, first + window length), stored through a mapped output window."""
         method = self.method
         count = wins[0].data.size
@@ -303,7 +312,7 @@ class _Run:
         out_dtype = window.dtype
 
         def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
-            merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]])
+            merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]], first + a)
             if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
                 bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
@@ -314,7 +323,7 @@ class _Run:
                 raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
 
         try:
-            self.on_blocks(wins, combine)
+            self.on_blocks(wins, block, combine)
         except BaseException:
             window.close()
             raise

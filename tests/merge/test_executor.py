@@ -35,6 +35,10 @@ CASES = {
     "linear": ({}, False, {}),
     "task_arithmetic": ({"lambda": 0.7}, True, {}),
     "ties": ({"normalize": True}, True, {"density": 0.4}),
+    "dare_ties": ({}, True, {"density": 0.4}),
+    "dare_linear": ({"rescale": True}, True, {"density": 0.6}),
+    "breadcrumbs_ties": ({}, True, {"density": 0.5, "gamma": 0.05}),
+    "della": ({}, True, {"density": 0.5, "epsilon": 0.2}),
 }
 
 
@@ -56,7 +60,7 @@ def test_streamed_equals_in_memory_reference_chunked_or_not(models, tmp_path, ca
     params, with_base, per_model = CASES[case]
     for name, got in whole.items():
         ref = merge_tensors(req.method, [m[name] for m in inputs[:3]], [0.2, 0.6, 1.0],
-                            inputs[3][name] if with_base else None, params, [per_model] * 3)
+                            inputs[3][name] if with_base else None, params, [per_model] * 3, tensor_name=name)
         assert torch.allclose(got, ref, rtol=0, atol=1e-6 * float(ref.abs().max())), name
         assert torch.allclose(chunked[name], got, rtol=0, atol=1e-6 * float(ref.abs().max())), name
 

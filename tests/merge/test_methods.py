@@ -83,7 +83,8 @@ def tensors():
 
 
 def test_registry_is_one_explicit_dict():
-    assert sorted(METHODS) == ["linear", "multislerp", "slerp", "task_arithmetic", "ties"]
+    assert sorted(METHODS) == ["breadcrumbs", "breadcrumbs_ties", "dare_linear", "dare_ties", "della",
+                               "della_linear", "linear", "multislerp", "slerp", "task_arithmetic", "ties"]
 
 
 @pytest.mark.parametrize("with_base", [False, True])
@@ -158,4 +159,4 @@ def test_parameter_errors(tensors):
     with pytest.raises(MergeMethodError, match="needs parameter 'weight'"):
         merge_tensors("multislerp", xs)
     with pytest.raises(MergeMethodError, match="unknown merge method"):
-        merge_tensors("dare_ties", xs, [1, 1, 1, 1], base)
+        merge_tensors("nearswap", xs, [1, 1, 1, 1], base)

@@ -24,7 +24,8 @@ import numpy as np
 from boom_ray.merge.methods.base import REQUIRED, MergeMethodError, Method, TensorState, gram
 from boom_ray.merge.methods.linear import Linear, TaskArithmetic
 from boom_ray.merge.methods.spherical import Multislerp, Slerp
-from boom_ray.merge.methods.ties import Ties
+from boom_ray.merge.methods.task_vectors import (Breadcrumbs, BreadcrumbsTies, DareLinear, DareTies, Della,
+                                                 DellaLinear, Ties)
 
 __all__ = ["METHODS", "REQUIRED", "MergeMethodError", "Method", "TensorState", "get_method", "gram",
            "merge_tensors", "new_state"]
@@ -35,6 +36,12 @@ METHODS: dict[str, Method] = {
     "slerp": Slerp(),
     "task_arithmetic": TaskArithmetic(),
     "ties": Ties(),
+    "dare_ties": DareTies(),
+    "dare_linear": DareLinear(),
+    "breadcrumbs": Breadcrumbs(),
+    "breadcrumbs_ties": BreadcrumbsTies(),
+    "della": Della(),
+    "della_linear": DellaLinear(),
 }
 
 
@@ -46,10 +53,10 @@ def get_method(name: str) -> Method:
 
 
 def new_state(method: Method, params: dict[str, Any], model_params: list[dict[str, Any]], numel: int,
-              shape: tuple[int, ...] = ()) -> TensorState:
+              shape: tuple[int, ...] = (), name: str = "") -> TensorState:
     """A tensor's state from its resolved parameters (`Method.resolve`)."""
     weights = np.array([mp.get("weight", 1.0) for mp in model_params], dtype=np.float64)
-    state = TensorState(weights, model_params, params, numel, tuple(shape))
+    state = TensorState(weights, model_params, params, numel, tuple(shape), name)
     method.start(state)
     return state
 
@@ -78,7 +85,7 @@ def merge_tensors(name: str, tensors: list[Any], weights: list[float] | None = N
     arrays = [_float32(t) for t in tensors]
     xs = np.stack([a.reshape(-1) for a in arrays])
     b = _float32(base).reshape(-1) if base is not None else None
-    state = new_state(method, params, model_params, xs.shape[1], arrays[0].shape)
+    state = new_state(method, params, model_params, xs.shape[1], arrays[0].shape, tensor_name)
     for p in range(state.passes):
         method.finish(state, p, method.statistics(state, p, xs.copy(), b))
     return method.combine(state, xs, b, np.empty(xs.shape[1], dtype=np.float32)).reshape(arrays[0].shape)

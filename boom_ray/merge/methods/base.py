@@ -28,6 +28,7 @@ class TensorState:
     params: dict[str, Any]
     numel: int
     shape: tuple[int, ...] = ()
+    name: str = ""
     passes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     coef: np.ndarray | None = None  # float32
@@ -123,17 +124,24 @@ class Method:
     def start(self, state: TensorState) -> None:
         """Set `state.passes` and anything the passes need."""
 
+    def alignment(self, state: TensorState) -> int:
+        """Blocks of this tensor hold a multiple of this many elements (whole rows, for methods
+        that look at rows); blocks start at multiples of it."""
+        return 1
+
     def statistics(self, state: TensorState, pass_index: int, xs: np.ndarray,
-                   base: np.ndarray | None) -> np.ndarray:
+                   base: np.ndarray | None, start: int = 0) -> np.ndarray:
         """This block's share of pass `pass_index`'s statistics: an array that sums over blocks.
-        Runs concurrently on several blocks: it may modify `xs` (scratch) but not `state`."""
+        `start` is the block's first element in the flat tensor. Runs concurrently on several
+        blocks: it may modify `xs` (scratch) but not `state`."""
         raise NotImplementedError
 
     def finish(self, state: TensorState, pass_index: int, total: np.ndarray) -> None:
         """Use the summed statistics of a pass (set `state.coef` or what the next pass needs)."""
         raise NotImplementedError
 
-    def combine(self, state: TensorState, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+    def combine(self, state: TensorState, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray,
+                start: int = 0) -> np.ndarray:
         """One output block (float32), preferably computed into `out` (float32 scratch of one row)
         and returned. `xs` is scratch too: it may be modified in place. Streaming calls this for
         every block of a model, so avoiding temporaries here avoids allocator churn."""

@@ -38,7 +38,7 @@ class Multislerp(Method):
         if n == 1:
             state.coef = np.ones(1, dtype=np.float32)
 
-    def statistics(self, state, pass_index, xs, base):
+    def statistics(self, state, pass_index, xs, base, start=0):
         if base is not None:
             xs -= base
         return gram(xs)
@@ -53,7 +53,7 @@ class Multislerp(Method):
         else:
             state.coef = (c * (float((w * norms).sum()) / mean_norm)).astype(np.float32)
 
-    def combine(self, state, xs, base, out):
+    def combine(self, state, xs, base, out, start=0):
         if base is not None:
             xs -= base
         np.dot(state.coef, xs, out=out)
@@ -81,7 +81,7 @@ class Slerp(Method):
     def start(self, state):
         state.passes = 1
 
-    def statistics(self, state, pass_index, xs, base):
+    def statistics(self, state, pass_index, xs, base, start=0):
         x = xs[0]
         return np.array([np.dot(base, base), np.dot(x, x), np.dot(base, x)], dtype=np.float64)
 
@@ -100,7 +100,7 @@ class Slerp(Method):
             ca, cb = math.sin((1 - t) * theta) / math.sin(theta), math.sin(t * theta) / math.sin(theta)
         state.coef = np.array([ca, cb], dtype=np.float32)
 
-    def combine(self, state, xs, base, out):
+    def combine(self, state, xs, base, out, start=0):
         np.multiply(base, state.coef[0], out=out)
         xs[0] *= state.coef[1]
         out += xs[0]

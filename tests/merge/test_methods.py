@@ -84,7 +84,8 @@ def tensors():
 
 def test_registry_is_one_explicit_dict():
     assert sorted(METHODS) == ["breadcrumbs", "breadcrumbs_ties", "dare_linear", "dare_ties", "della",
-                               "della_linear", "linear", "multislerp", "slerp", "task_arithmetic", "ties"]
+                               "della_linear", "karcher", "linear", "model_stock", "multislerp", "nuslerp",
+                               "sce", "slerp", "task_arithmetic", "ties"]
 
 
 @pytest.mark.parametrize("with_base", [False, True])

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from boom_ray.merge.methods.adaptive import ModelStock, Sce
 from boom_ray.merge.methods.base import REQUIRED, MergeMethodError, Method, TensorState, gram
 from boom_ray.merge.methods.linear import Linear, TaskArithmetic
-from boom_ray.merge.methods.spherical import Multislerp, Slerp
+from boom_ray.merge.methods.spherical import Karcher, Multislerp, Nuslerp, Slerp
 from boom_ray.merge.methods.task_vectors import (Breadcrumbs, BreadcrumbsTies, DareLinear, DareTies, Della,
                                                  DellaLinear, Ties)
 
@@ -42,6 +43,10 @@ METHODS: dict[str, Method] = {
     "breadcrumbs_ties": BreadcrumbsTies(),
     "della": Della(),
     "della_linear": DellaLinear(),
+    "karcher": Karcher(),
+    "nuslerp": Nuslerp(),
+    "model_stock": ModelStock(),
+    "sce": Sce(),
 }
 
 

@@ -157,3 +157,15 @@ def gram(xs: np.ndarray) -> np.ndarray:
         for j in range(i, n):
             g[i, j] = g[j, i] = np.dot(xs[i], xs[j])
     return g
+
+
+def group_gram(xs: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per-group Gram matrices, (n_groups, n, n) in float64: entry [g, i, j] sums xs[i] * xs[j]
+    over the elements whose group is g (rows or columns of a tensor, for the methods that merge
+    row by row). Sums over any blocks, like `gram`."""
+    n = len(xs)
+    out = np.empty((n_groups, n, n))
+    for i in range(n):
+        for j in range(i, n):
+            out[:, i, j] = out[:, j, i] = np.bincount(groups, weights=xs[i] * xs[j], minlength=n_groups)
+    return out

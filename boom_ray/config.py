@@ -142,12 +142,26 @@ class TrainConfig(Strict):
 class MergeSpec(Strict):
     name: str
     """Output name: the merged model goes to `<workdir>/merges/<name>/`."""
-    method: Literal["multislerp", "linear", "slerp", "task_arithmetic", "ties"] = "multislerp"
+    method: str = "multislerp"
+    """A name in `boom_ray.merge.methods.METHODS`."""
     weights: dict[str, float] | None = None
     """Weight per bag name; default: the bag's ratio (0.2 ... 1.0, normalised by the method)."""
     base_model: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        return _merge_method(value)
+
+
+def _merge_method(value: str) -> str:
+    from boom_ray.merge.methods import METHODS  # numpy: imported only when a config is checked
+
+    if value not in METHODS:
+        raise ValueError(f"unknown merge method {value!r}; known: {sorted(METHODS)}")
+    return value
 
 
 class MergeConfig(Strict):
@@ -193,13 +207,18 @@ class SweepConfig(Strict):
     search: Literal["grid", "random", "optuna", "hyperopt"] = "random"
     weight_range: tuple[float, float] = (0.1, 1.0)
     weight_grid: list[float] | None = None
-    methods: list[Literal["multislerp", "linear", "slerp", "task_arithmetic", "ties"]] = Field(
-        default_factory=lambda: ["multislerp"])
+    methods: list[str] = Field(default_factory=lambda: ["multislerp"])
+    """Names in `boom_ray.merge.methods.METHODS`."""
     objective: str = "ood_mean/ndcg@10"
     mode: Literal["max", "min"] = "max"
     max_concurrent: int | None = Field(None, ge=1)
     trial_cpus: float = Field(1.0, gt=0)
     keep_trial_models: bool = False
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return [_merge_method(v) for v in value]
 
 
 class UpdateConfig(Strict):

@@ -161,3 +161,16 @@ def test_parameter_errors(tensors):
         merge_tensors("multislerp", xs)
     with pytest.raises(MergeMethodError, match="unknown merge method"):
         merge_tensors("nearswap", xs, [1, 1, 1, 1], base)
+
+
+def test_config_takes_every_registered_method_and_only_those():
+    from pydantic import ValidationError
+
+    from boom_ray.config import MergeSpec, SweepConfig
+
+    assert [MergeSpec(name="m", method=m).method for m in METHODS] == list(METHODS)
+    assert SweepConfig(methods=["della", "sce"]).methods == ["della", "sce"]
+    with pytest.raises(ValidationError, match="unknown merge method 'nearswap'"):
+        MergeSpec(name="m", method="nearswap")
+    with pytest.raises(ValidationError, match="unknown merge method"):
+        SweepConfig(methods=["multislerp", "nearswap"])

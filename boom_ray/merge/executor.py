@@ -5,8 +5,10 @@ Memory plan: the budget pays for one mapped window per input (the slice of a ten
 merged, in its stored dtype), one mapped window of the output, and float32 scratch for one
 cache-sized block per worker thread (see `io.Window`). A tensor that fits a window is mapped
 once and all of a method's passes run over it; a bigger one is cut into chunks and mapped again
-for every pass (two passes for multislerp and slerp, three for ties with density < 1, one for
-linear and task arithmetic). RSS is the interpreter plus these, whatever the model size.
+for every pass (its statistics passes plus the combine: two for multislerp, slerp, karcher and
+model_stock, three for ties with density < 1, up to four for sce and rescaled ties or
+breadcrumbs, one for linear and task arithmetic). Chunks and blocks hold whole rows for methods
+that ask for them (`Method.alignment`: DELLA). RSS is the interpreter plus these, whatever the model size.
 
 Time plan: nothing is copied between the page cache and buffers; the work is converting to
 float32, a few flops per element, and faulting in the output's new pages. Each window is cut
@@ -242,11 +244,14 @@ class _Run:
                 for w in wins:
                     w.close()
 
-    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any]) -> list:
+    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any], reduce: bool = False) -> list:
         """`work(start, xs, base, worker)` on every block of `block` elements of the windows,
         with `xs` the non-base rows and `base` the base row as float32 scratch and `worker` the
         index of the thread's own scratch; one block-aligned slice per worker thread. Returns the
-        results in block order."""
+        results in block order. With `reduce`, integer results (histograms) are summed per slice
+        as they come: a window has many blocks, and a histogram per block would outgrow the
+        budget; float results stay separate, summed in block order whatever the threads, so
+        the output bytes do not depend on them."""
         plan, job = self.plan, self.job
         raws = [w.data for w in wins]
         dtype = wins[0].dtype
@@ -258,7 +263,11 @@ class _Run:
                 rows = self.xs[k][: job.rows * m].reshape(job.rows, m)
                 for i, raw in enumerate(raws):
                     to_float32(raw[a:a + m], dtype, rows[i])
-                out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k))
+                res = work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k)
+                if reduce and out and res.dtype.kind in "iu":  # integer sums are exact in any order
+                    out[0] += res
+                else:
+                    out.append(res)
             return out
 
         slices = block_slices(wins[0].data.size, block, plan.threads)
@@ -298,7 +307,7 @@ class _Run:
 
     def _statistics(self, state: TensorState, p: int, first: int, wins: list[Window], block: int) -> np.ndarray:
         stats = self.on_blocks(wins, block,
-                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a))
+                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a), True)
         total = stats[0]
         for s in stats[1:]:
             total = total + s

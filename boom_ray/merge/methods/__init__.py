@@ -5,7 +5,11 @@ optional flat `base`, and is written as: `start` (per-tensor state from weights 
 zero or more statistics passes (`statistics` of each block, summed over the tensor, then
 `finish`), and `combine` (one output block from the same input block). Statistics are sums, so
 blocks can be computed on any thread in any order and added up. A tensor that fits in memory
-runs every pass over its blocks in memory; a bigger one is re-read from disk once per pass. The
+runs every pass over its blocks in memory; a bigger one is re-read from disk once per pass. Each
+block comes with the index of its first element (`start`: random masks and per-row statistics
+depend on where an element is), and a method may ask for blocks of whole rows (`alignment`).
+Parameters are mergekit settings (numbers, per-layer gradients, `filter:` lists; see `params`),
+resolved into numbers per tensor by `Method.resolve` before `start`. The
 block results never depend on how a tensor was cut, so chunked and whole merges agree (up to
 float summation order in the statistics, which are summed in float64).
 

@@ -74,7 +74,7 @@ class Sce(Method):
     base = "required"
     shared = {"int8_mask": False, "select_topk": 1.0}
     per_model = {"weight": 1.0}
-    scratch = 4
+    scratch = 6
 
     def start(self, state):
         topk = state.params["select_topk"]

@@ -6,9 +6,10 @@ compared: max |boom - mergekit| / max |mergekit| per tensor, the worst tensor re
 
 Methods with random masks (dare_*, della*) cannot share torch's random numbers, so they are run
 twice: at density 1 (no masking: every other step of the formula is compared exactly), and at
-density < 1 on one model with L1 rescaling, compared statistically per tensor: the fraction of
-entries that differ from the base (z-score against the binomial spread of the density) and the
-L1 norm of the task vector, which rescaling preserves whatever the mask.
+density < 1 on one model with L1 rescaling, compared statistically (`mask_stats`): the fraction
+of entries that differ from the base against the density, and the L1 norm of each task vector,
+which rescaling preserves whatever the mask. (DELLA's keep probability varies with the rank but
+averages to the density, so its spread is at most the binomial one used for the z-scores.)
 """
 
 from __future__ import annotations
@@ -76,20 +77,26 @@ def max_rel_diff(a_dir: Path, b_dir: Path) -> tuple[float, str]:
 
 
 def mask_stats(a_dir: Path, b_dir: Path, base_dir: Path, density: float) -> dict:
-    """Random-mask methods on one model: worst |z| of the kept fraction of either tool against the
-    density, worst relative difference of the task vectors' L1 norms, over tensors."""
-    z_worst, l1_worst, kept = 0.0, 0.0, []
+    """Random-mask methods on one model, per tool: the fraction of all entries that differ from
+    the base (pooled over tensors) and its z-score against the density's binomial spread, the
+    worst per-tensor |z| over tensors of at least 1024 entries (where the normal approximation
+    holds), and the worst relative difference of the task vectors' L1 norms between the tools."""
+    kept, total, z_worst, l1_worst = [0, 0], 0, [0.0, 0.0], 0.0
     for name, (a, b, base) in _tensors(a_dir, b_dir, base_dir):
         n = a.numel()
-        sd = (density * (1 - density) / n) ** 0.5
-        fa, fb = float((a != base).float().mean()), float((b != base).float().mean())
-        z_worst = max(z_worst, abs(fa - density) / sd, abs(fb - density) / sd)
+        total += n
+        for k, t in enumerate((a, b)):
+            c = int((t != base).sum())
+            kept[k] += c
+            if n >= 1024:
+                z_worst[k] = max(z_worst[k], abs(c / n - density) / (density * (1 - density) / n) ** 0.5)
         la, lb = float((a - base).abs().double().sum()), float((b - base).abs().double().sum())
         l1_worst = max(l1_worst, abs(la - lb) / lb)
-        kept.append((fa, fb))
-    return {"max_abs_z_kept_fraction": z_worst, "max_rel_diff_l1": l1_worst,
-            "mean_kept_fraction": {"boom": sum(k[0] for k in kept) / len(kept),
-                                   "mergekit": sum(k[1] for k in kept) / len(kept)}}
+    sd = (density * (1 - density) / total) ** 0.5
+    tools = ("boom", "mergekit")
+    return {"entries": total, "kept_fraction": {t: kept[k] / total for k, t in enumerate(tools)},
+            "z_kept_fraction": {t: (kept[k] / total - density) / sd for k, t in enumerate(tools)},
+            "max_abs_z_per_tensor": dict(zip(tools, z_worst)), "max_rel_diff_l1": l1_worst}
 
 
 def _models(paths, weights, **per_model) -> list[dict]:

@@ -221,3 +221,16 @@ def test_output_loads_in_transformers(tmp_path):
     model = Qwen3ForCausalLM.from_pretrained(str(tmp_path / "merged"))
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
     assert len(os.listdir(tmp_path / "merged")) > 3
+
+
+def test_della_row_longer_than_a_block_is_a_clear_error(tmp_path):
+    shapes = {"wide.weight": (3, 2_000)}
+    ms = [make_model(tmp_path / f"w{i}", i, shapes=shapes) for i in range(2)]
+    req = MergeRequest("della", [ModelInput(str(ms[0]), {"weight": 1.0, "density": 0.5})], str(ms[1]))
+    with pytest.raises(MergeError, match="whole rows of 'wide.weight' \\(2000 elements\\)"):
+        merge(req, str(tmp_path / "out"), TINY, progress=False)
+    merge(req, str(tmp_path / "ok"), BIG, progress=False)  # rows fit: fine
+    got = load_dir(tmp_path / "ok")["wide.weight"]
+    ins = [load_dir(m)["wide.weight"] for m in ms]
+    ref = merge_tensors("della", [ins[0]], [1.0], ins[1], {}, [{"density": 0.5}], tensor_name="wide.weight")
+    assert torch.allclose(got, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))

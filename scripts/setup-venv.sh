@@ -34,4 +34,15 @@ if ! command -v nvidia-smi >/dev/null 2>&1 && "$VENV/bin/python" -m pip list 2>/
   echo "       Remove $VENV and rerun with TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" >&2
   exit 1
 fi
+# Debian's wordnet-base (WordNet 3.0, /usr/share/wordnet): the source of the bundled demo data;
+# the tests that rebuild the sample from it skip without it. Installed where we may (root + apt).
+if [ ! -f /usr/share/wordnet/data.noun ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian wordnet-base"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base) \
+      >/dev/null || echo "setup: could not install wordnet-base; WordNet rebuild tests will skip" >&2
+  else
+    echo "setup: wordnet-base not installed (apt-get install wordnet-base); WordNet rebuild tests will skip"
+  fi
+fi
 echo "setup: ready ($VENV)"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from boom_ray.cli_support import parse_overrides
+from boom_ray.cli.common import parse_overrides
 from boom_ray.config import (BUNDLED_MINILM, ConfigError, RunConfig, bag_name, derive, explicit_settings, load_config,
                              parse_size, validate_config)
 
@@ -116,7 +116,7 @@ def test_overrides_into_an_empty_section_or_a_non_mapping(tmp_path):
 def test_unset_model_settings_stay_unset_for_workers_and_derived_configs():
     """A training worker re-validates the config it is sent; MiniLM's own files say mean pooling,
     which must win over ModelConfig's default ('last') there as it does in the driver."""
-    from boom_ray.model.embedder import resolve_model_config
+    from boom_ray.model.settings import resolve_model_config
 
     cfg = validate_config({"workdir": "w", "corpus": {"path": "c"}, "model": {"max_doc_length": 64}})
     for again in (RunConfig.model_validate(explicit_settings(cfg)), derive(cfg, {"train.max_steps": 3})):

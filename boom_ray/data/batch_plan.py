@@ -17,18 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-
-def is_symmetric(task_type: str | None) -> bool:
-    """Symmetric tasks (type contains "symmetric") train on half-size global batches."""
-    return bool(task_type) and "symmetric" in task_type
-
-
-def uses_in_batch_negatives(task_type: str | None) -> bool:
-    """Classification and clustering rows compare only against their own group: other rows'
-    passages may share their label, so they would be false negatives."""
-    if not task_type:
-        return True
-    return not (task_type.rsplit("_", 1)[-1] in ("class", "clustering") or "no_in_batch_neg" in task_type)
+from boom_ray.tasks import is_symmetric
 
 
 def task_batch_size(global_batch_size: int, task_type: str | None, world_size: int = 1) -> int:

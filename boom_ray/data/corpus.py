@@ -9,7 +9,6 @@ definition of what a valid row is and of every quarantine reason.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import posixpath
@@ -22,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from boom_ray import storage
 from boom_ray.errors import BoomError
 
 ROW_SCHEMA = pa.schema([
@@ -65,9 +65,7 @@ class Chunk:
 
 def discover(corpus: str, fmt: str = "auto") -> tuple[pafs.FileSystem, list[SourceFile]]:
     """The corpus's source files, sorted by relative path: that order never depends on listing."""
-    from boom_ray.storage import resolve
-
-    fs, root = resolve(corpus)
+    fs, root = storage.resolve(corpus)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise CorpusError(f"{corpus}: corpus not found")
@@ -94,32 +92,11 @@ def discover(corpus: str, fmt: str = "auto") -> tuple[pafs.FileSystem, list[Sour
     return fs, sorted(files.values(), key=lambda f: f.relpath)
 
 
-_SAMPLE = 64 << 10
-_SAMPLES = 16
-
-
-def _content_sample(fs: pafs.FileSystem, src: SourceFile) -> str:
-    """Hash of 16 evenly spread 64 KiB pieces of the file (all of it when small).
-
-    Content, not modification times: a corpus copied to another node or unpacked from a job's
-    working-dir upload keeps its identity; an edited file changes it (at a few reads per file,
-    where hashing every byte of a multi-GB corpus would cost a pass of its own)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with fs.open_input_file(src.path) as f:
-        size = f.size()
-        if size <= _SAMPLE * _SAMPLES:
-            digest.update(f.read())
-        else:
-            for i in range(_SAMPLES):
-                f.seek((size - _SAMPLE) * i // (_SAMPLES - 1))
-                digest.update(f.read(_SAMPLE))
-    return digest.hexdigest()
-
-
 def fingerprint(fs: pafs.FileSystem, files: list[SourceFile]) -> str:
-    """Identity of a corpus: every file's relative path, size and sampled content."""
-    parts = [[f.relpath, f.size, _content_sample(fs, f)] for f in files]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    """Identity of a corpus: every file's relative path, size and sampled content (content, not
+    modification times: a corpus copied to another node or unpacked from a job's working-dir
+    upload keeps its identity; an edited file changes it)."""
+    return storage.stable_hash([[f.relpath, f.size, storage.sampled_digest(fs, f.path)] for f in files], 16)
 
 
 def _string_list_problem(name: str, value: Any, *, allow_empty: bool) -> str | None:

@@ -9,11 +9,9 @@ then checks the bad-row budget, writes one manifest per bag and renames each fin
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import posixpath
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -184,24 +182,16 @@ def _reason_text(reasons: dict[str, int] | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in (reasons or {}).items()) or "none"
 
 
-def print_summary(cfg: RunConfig, outcome: BagOutcome) -> None:
+def format_summary(cfg: RunConfig, outcome: BagOutcome) -> str:
+    """Rows read / kept / quarantined and one line per bag, for the console."""
+    lines = []
     if outcome.read:
-        print(f"rows read {outcome.read}, kept {outcome.kept}, quarantined {outcome.quarantined}"
-              + (f" ({_reason_text(outcome.reasons)})" if outcome.quarantined else ""))
-    print(f"{'bag':<10} {'ratio':>6} {'rows':>10}  status")
+        lines.append(f"rows read {outcome.read}, kept {outcome.kept}, quarantined {outcome.quarantined}"
+                     + (f" ({_reason_text(outcome.reasons)})" if outcome.quarantined else ""))
+    lines.append(f"{'bag':<10} {'ratio':>6} {'rows':>10}  status")
     for name, state in outcome.bags.items():
         manifest = read_manifest(bag_dir(cfg.workdir, name)) or {}
         rows = manifest.get("rows", {}).get("selected", "?")
-        print(f"{name:<10} {manifest.get('ratio', ''):>6} {rows:>10}  {state}")
-    print(f"bags in {posixpath.join(cfg.workdir, 'bags')}/")
-
-
-def main(args: argparse.Namespace) -> int:
-    from boom_ray.cli_support import config_from_args
-
-    cfg = config_from_args(args)
-    start = time.perf_counter()
-    outcome = run_bagging(cfg)
-    print_summary(cfg, outcome)
-    print(f"done in {time.perf_counter() - start:.1f}s")
-    return 0
+        lines.append(f"{name:<10} {manifest.get('ratio', ''):>6} {rows:>10}  {state}")
+    lines.append(f"bags in {posixpath.join(cfg.workdir, 'bags')}/")
+    return "\n".join(lines)

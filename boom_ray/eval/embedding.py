@@ -122,17 +122,22 @@ class ModelEncoder:
     ``eval_cfg.ray_min_texts`` texts go through the Ray Data actor pool."""
 
     def __init__(self, model_path: str, eval_cfg: EvalConfig | None = None, model_cfg: ModelConfig | None = None,
-                 show_progress: bool = False):
+                 show_progress: bool = False, embedder=None):
+        """`embedder`: a model already loaded in this process (a sweep trial's resident one, with
+        the trial's merged weights) to encode with, instead of loading `model_path`."""
         self.model_path = model_path
         self.eval_cfg = eval_cfg or EvalConfig()
         self.model_cfg = model_cfg
-        # the settings from_pretrained would use, without loading the weights: only the prompt
-        # template matters in the driver, and a 4B model should not be loaded twice to learn it
-        from boom_ray.model.embedder import resolve_model_config
+        if embedder is not None:
+            self.settings = embedder.config
+        else:
+            # the settings from_pretrained would use, without loading the weights: only the prompt
+            # template matters in the driver, and a 4B model should not be loaded twice to learn it
+            from boom_ray.model.settings import resolve_model_config
 
-        self.settings = resolve_model_config(model_path, model_cfg)
+            self.settings = resolve_model_config(model_path, model_cfg)
         self.show_progress = show_progress
-        self._local = None
+        self._local = embedder
 
     def format_query(self, query: str, instruction: str | None = None) -> str:
         instruction = self.settings.default_instruction if instruction is None else instruction

@@ -52,13 +52,15 @@ def load_suites(suites: Sequence[SuiteLike], *, default_domain: str | None = Non
 
 def evaluate_model(model_path: str, suites: Sequence[SuiteLike], eval_cfg: EvalConfig | None = None, *,
                    model_cfg: ModelConfig | None = None, default_domain: str | None = None,
-                   default_instruction: str | None = None, show_progress: bool = False) -> dict[str, Any]:
+                   default_instruction: str | None = None, show_progress: bool = False,
+                   embedder=None) -> dict[str, Any]:
     """Results document (see `results.summarize`) of `model_path` on `suites`.
 
     `model_cfg` supplies settings for a plain Hugging Face base model (pooling, prompt template);
-    a sentence-transformers folder's own files are used otherwise."""
+    a sentence-transformers folder's own files are used otherwise. `embedder`: a model already
+    loaded in this process to score instead (see ModelEncoder)."""
     loaded = load_suites(suites, default_domain=default_domain, default_instruction=default_instruction)
-    encoder = ModelEncoder(model_path, eval_cfg, model_cfg, show_progress=show_progress)
+    encoder = ModelEncoder(model_path, eval_cfg, model_cfg, show_progress=show_progress, embedder=embedder)
     entries = []
     for i, suite in enumerate(loaded, 1):
         if show_progress:  # a line per suite also reaches logs, where progress bars are off

@@ -18,6 +18,7 @@ import numpy as np
 
 from boom_ray.eval import metrics
 from boom_ray.eval.suites import ClassificationSuite, ClusteringSuite, RetrievalSuite, STSSuite, Suite
+from boom_ray.tasks import is_symmetric_suite
 
 MAIN_METRIC: dict[str, str] = {"retrieval": "ndcg@10", "sts": "spearman", "classification": "accuracy",
                                "clustering": "v_measure"}
@@ -42,11 +43,12 @@ def _stream(encoder: Any, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np
         yield np.arange(len(texts)), np.asarray(encoder(list(texts), None))
 
 
-def _symmetric_texts(encoder: Any, texts: Sequence[str], instruction: str | None) -> list[str]:
-    if not instruction:
+def _symmetric_texts(encoder: Any, texts: Sequence[str], suite: Suite) -> list[str]:
+    """A symmetric suite's texts, all formatted alike: as queries when the suite has an instruction."""
+    if not suite.instruction or not is_symmetric_suite(suite.type):
         return list(texts)
     fmt = _format_query(encoder)
-    return [fmt(t, instruction) for t in texts]
+    return [fmt(t, suite.instruction) for t in texts]
 
 
 def evaluate_retrieval(suite: RetrievalSuite, encoder: EncodeFn) -> dict[str, Any]:
@@ -63,21 +65,21 @@ def evaluate_retrieval(suite: RetrievalSuite, encoder: EncodeFn) -> dict[str, An
 
 
 def evaluate_sts(suite: STSSuite, encoder: EncodeFn) -> dict[str, Any]:
-    texts = _symmetric_texts(encoder, suite.sentences1 + suite.sentences2, suite.instruction)
+    texts = _symmetric_texts(encoder, suite.sentences1 + suite.sentences2, suite)
     emb = np.asarray(encoder(texts, None))
     n = len(suite.sentences1)
     return metrics.sts_metrics(emb[:n], emb[n:], suite.scores)
 
 
 def evaluate_classification(suite: ClassificationSuite, encoder: EncodeFn, seed: int = 42) -> dict[str, Any]:
-    texts = _symmetric_texts(encoder, suite.train_texts + suite.test_texts, suite.instruction)
+    texts = _symmetric_texts(encoder, suite.train_texts + suite.test_texts, suite)
     emb = np.asarray(encoder(texts, None))
     n = len(suite.train_texts)
     return metrics.classification_metrics(emb[:n], suite.train_labels, emb[n:], suite.test_labels, seed=seed)
 
 
 def evaluate_clustering(suite: ClusteringSuite, encoder: EncodeFn, seed: int = 42) -> dict[str, Any]:
-    emb = np.asarray(encoder(_symmetric_texts(encoder, suite.texts, suite.instruction), None))
+    emb = np.asarray(encoder(_symmetric_texts(encoder, suite.texts, suite), None))
     return metrics.clustering_metrics(emb, suite.labels, seed=seed)
 
 

@@ -11,20 +11,16 @@ adding one merge evaluates only that merge.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import io
-import json
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from boom_ray.config import RunConfig, bag_name
 from boom_ray.errors import BoomError
 from boom_ray.eval.evaluate import evaluate_model, load_suites
-from boom_ray.storage import exists, join, read_json_or_none, resolve, tree_digest, write_json
+from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +39,7 @@ class RunModel:
 
 def run_models(cfg: RunConfig) -> list[RunModel]:
     """The run's models whose folders exist, in the report's order: base, bags, merges."""
-    from boom_ray.model.embedder import resolve_model_path
+    from boom_ray.model.settings import resolve_model_path
 
     models = []
     base = cfg.model.name_or_path
@@ -69,7 +65,7 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
 
 def model_fingerprint(path: str) -> str:
     """Changes whenever a file of the model folder is added, removed or rewritten."""
-    from boom_ray.model.embedder import resolve_model_path
+    from boom_ray.model.settings import resolve_model_path
 
     return tree_digest(path if "://" in path else resolve_model_path(path))
 
@@ -77,14 +73,10 @@ def model_fingerprint(path: str) -> str:
 def eval_fingerprint(cfg: RunConfig) -> str:
     """Changes with the suites' contents and tags and with the settings that change embeddings
     (suites by content: a job's working-dir upload gives them new modification times)."""
-    digest = hashlib.sha256(f"v{EVAL_VERSION}\n".encode())
-    for ref in cfg.eval.suites:
-        tags = ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))}
-        digest.update(json.dumps(tags, sort_keys=True).encode())
-        digest.update(tree_digest(ref.path, content=True).encode())
-    digest.update(json.dumps(cfg.model.model_dump(include=cfg.model.model_fields_set), sort_keys=True,
-                             default=str).encode())
-    return digest.hexdigest()
+    suites = [[ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))},
+               tree_digest(ref.path, content=True)] for ref in cfg.eval.suites]
+    return stable_hash({"version": EVAL_VERSION, "suites": suites,
+                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set)})
 
 
 def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any]]:
@@ -170,13 +162,6 @@ def render_chart(models: list[RunModel], results: dict[str, dict[str, Any]]) -> 
     return buf.getvalue()
 
 
-def _write_bytes(fs, path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
-    fs.move(tmp, path)
-
-
 def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     """Evaluate (with the cache) and write report.md + report.png; what the pipeline's last stage calls.
 
@@ -188,21 +173,6 @@ def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     fs, workdir = resolve(cfg.workdir)
     md_path, png_path = join(workdir, "report.md"), join(workdir, "report.png")
     markdown = render_markdown(cfg, models, results)
-    _write_bytes(fs, md_path, markdown.encode())
-    _write_bytes(fs, png_path, render_chart(models, results))
+    write_bytes(fs, md_path, markdown.encode())
+    write_bytes(fs, png_path, render_chart(models, results))
     return {"report_md": md_path, "report_png": png_path, "markdown": markdown, "results": results}
-
-
-def main(args: argparse.Namespace) -> int:
-    from boom_ray.cli_support import config_from_args
-    from boom_ray.ray_runtime import init_ray
-
-    cfg = config_from_args(args)
-    fs, root = resolve(cfg.workdir)
-    if not exists(fs, root):
-        raise BoomError(f"{cfg.workdir}: work directory not found")
-    init_ray(cfg.ray)
-    out = write_report(cfg)
-    print(out["markdown"])
-    print(f"report written to {out['report_md']} and {out['report_png']}")
-    return 0

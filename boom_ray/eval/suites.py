@@ -55,6 +55,8 @@ class RetrievalSuite(Suite):
 
 @dataclass
 class STSSuite(Suite):
+    """Sentence pairs with a gold similarity score, scored by the Spearman correlation of cosines."""
+
     sentences1: list[str] = field(default_factory=list)
     sentences2: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
@@ -62,6 +64,9 @@ class STSSuite(Suite):
 
 @dataclass
 class ClassificationSuite(Suite):
+    """Labelled texts: a logistic regression fitted on the train embeddings is scored on the test
+    ones (accuracy, macro-F1)."""
+
     train_texts: list[str] = field(default_factory=list)
     train_labels: list[Any] = field(default_factory=list)
     test_texts: list[str] = field(default_factory=list)
@@ -70,6 +75,8 @@ class ClassificationSuite(Suite):
 
 @dataclass
 class ClusteringSuite(Suite):
+    """Labelled texts that k-means with one cluster per label should group (V-measure)."""
+
     texts: list[str] = field(default_factory=list)
     labels: list[Any] = field(default_factory=list)
 

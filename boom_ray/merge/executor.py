@@ -131,8 +131,11 @@ class StreamingMerge:
     """Runs one merge into an already created (empty) output directory."""
 
     def __init__(self, inputs: LocalInputs, memory_budget: int, max_shard_size: int, progress: bool = True,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, statistics: dict[str, list[np.ndarray]] | None = None) -> None:
+        """`statistics`: tensor name -> summed statistics of each pass, computed earlier for these
+        inputs (a sweep's, see merge/in_memory.py); those tensors skip their statistics passes."""
         self.inputs = inputs
+        self.statistics = statistics or {}
         self.method = inputs.method
         self.max_shard_size = max_shard_size
         self.progress = progress
@@ -165,7 +168,7 @@ class StreamingMerge:
             if loc.dtype not in FLOAT_DTYPES:
                 total += loc.nbytes
                 continue
-            passes = self.state(loc).passes
+            passes = 0 if loc.name in self.statistics else self.state(loc).passes
             reads = 1 if loc.numel <= self.plan.chunk else 1 + passes
             total += reads * self.rows * loc.nbytes
         return total
@@ -282,6 +285,11 @@ class _Run:
     def merge_tensor(self, locs: list[TensorLoc]) -> None:
         job, method, loc = self.job, self.method, locs[0]
         state = job.state(loc)
+        cached = job.statistics.get(loc.name)
+        if cached is not None and state.passes:
+            for p, total in enumerate(cached):
+                method.finish(state, p, total)
+            state.passes = 0
         block, chunk = self.plan.block, self.plan.chunk
         align = method.alignment(state)
         if align > 1:  # whole rows per block and per chunk

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import posixpath
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 
+from boom_ray import storage
 from boom_ray.errors import BoomError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -119,25 +121,27 @@ def read_header(path: str) -> tuple[dict, int]:
 
 
 def weight_files(model_dir: str) -> list[str]:
-    """The safetensors files of a model directory: those its index names, else every
-    top-level `*.safetensors`."""
-    root = Path(model_dir)
-    if not root.is_dir():
+    """The safetensors files of a model directory (local path or URI): those its index names,
+    else every top-level `*.safetensors`."""
+    fs, root = storage.resolve(model_dir)
+    if not storage.is_dir(fs, root):
         raise CheckpointError(f"{model_dir}: model directory not found")
-    index = root / INDEX_FILE
-    if index.is_file():
+    index = storage.join(root, INDEX_FILE)
+    if storage.exists(fs, index):
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = storage.read_json(fs, index)["weight_map"]
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index}: not a valid safetensors index ({exc!r})") from None
         files = sorted(set(weight_map.values()))
         for name in files:
-            if not (root / name).is_file():
+            if not storage.exists(fs, storage.join(root, name)):
                 raise CheckpointError(f"{index}: names shard {name}, which is missing")
-        return [str(root / name) for name in files]
-    files = sorted(str(p) for p in root.glob("*.safetensors"))
+        return [storage.join(root, name) for name in files]
+    names = sorted(posixpath.basename(i.path) for i in fs.get_file_info(pafs.FileSelector(root))
+                   if i.type == pafs.FileType.File)
+    files = [storage.join(root, n) for n in names if n.endswith(".safetensors")]
     if not files:
-        other = sorted(p.name for p in root.glob("*.bin")) + sorted(p.name for p in root.glob("*.pt"))
+        other = [n for n in names if n.endswith((".bin", ".pt"))]
         hint = f" (found {other[0]}: convert it to safetensors first)" if other else ""
         raise CheckpointError(f"{model_dir}: no *.safetensors weights{hint}")
     return files

@@ -10,7 +10,6 @@ model is retrained (same shapes, different values).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -18,12 +17,11 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
 import yaml
 
 from boom_ray import __version__, storage
 from boom_ray.errors import BoomError
-from boom_ray.merge.io import INDEX_FILE, OUTPUT_DTYPES
+from boom_ray.merge.io import OUTPUT_DTYPES, weight_files
 
 MANIFEST = "boom_merge.json"
 MANIFEST_FORMAT = "boom-merge/1"
@@ -157,34 +155,18 @@ def load_mergekit_yaml(path: str) -> MergeRequest:
     return from_mergekit(data, path, os.path.dirname(os.path.abspath(path)))
 
 
-def _weight_files(fs: pafs.FileSystem, root: str) -> list[str]:
-    index = storage.join(root, INDEX_FILE)
-    if storage.exists(fs, index):
-        return sorted(set(storage.read_json(fs, index)["weight_map"].values()))
-    infos = fs.get_file_info(pafs.FileSelector(root))
-    return sorted(posixpath.basename(i.path) for i in infos if i.path.endswith(".safetensors"))
-
-
 def fingerprint(uri: str) -> str:
     """Cheap content fingerprint of a model's weights (see the module docstring)."""
-    fs, root = storage.resolve(uri)
-    h = hashlib.sha256()
-    files = _weight_files(fs, root)
-    if not files:
-        raise MergeRequestError(f"{uri}: no *.safetensors weights")
-    sample = 1 << 16
-    for name in files:
-        with fs.open_input_file(storage.join(root, name)) as f:
+    fs, _ = storage.resolve(uri)
+    parts = []
+    for path in weight_files(uri):
+        with fs.open_input_file(path) as f:
             size = f.size()
             head = f.read_at(8, 0)
-            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-            h.update(f"{name}\0{size}\0".encode())
-            h.update(f.read_at(min(n, max(size - 8, 0)), 8))
-            data_start, data_len = 8 + n, max(size - 8 - n, 0)
-            for frac in (0.0, 1 / 3, 2 / 3, 1.0):
-                off = data_start + int(max(data_len - sample, 0) * frac)
-                h.update(f.read_at(min(sample, data_len), off))
-    return h.hexdigest()[:32]
+        header = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+        parts.append([posixpath.basename(path), size,
+                      storage.sampled_digest(fs, path, head=min(8 + header, size), pieces=4)])
+    return storage.stable_hash(parts, 32)
 
 
 def build_manifest(request: MergeRequest, fingerprints: dict[str, str], summary: dict[str, Any],

@@ -48,11 +48,12 @@ def _localize(uri: str, stack: contextlib.ExitStack, cache: dict[str, str]) -> s
 
 
 def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, force: bool = False,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, statistics: dict[str, list[Any]] | None = None) -> dict[str, Any]:
     """Merge as `request` says into `out`; returns the manifest written there (`boom_merge.json`).
 
     Everything that can be checked is checked before any tensor is read: method parameters, the
-    output's existence, and that all inputs have the same tensors, shapes and dtypes."""
+    output's existence, and that all inputs have the same tensors, shapes and dtypes.
+    `statistics`: per-tensor statistics already computed for these inputs (a sweep's)."""
     cfg = cfg or MergeConfig()
     began = time.perf_counter()
     method = get_method(request.method)
@@ -69,7 +70,7 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
         files_from = _localize(request.files_source(), stack, cache)
         job = StreamingMerge(LocalInputs(method, paths, base, params, model_params, dtype),
                              cfg.memory_budget, cfg.max_shard_size, progress=progress,
-                             threads=cfg.threads)
+                             threads=cfg.threads, statistics=statistics)
         fingerprints = {uri: fingerprint(local) for uri, local in cache.items()}
         local_out = isinstance(out_fs, pafs.LocalFileSystem)
         with storage.staged_dir(out_fs, out_path) as staged:

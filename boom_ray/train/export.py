@@ -10,7 +10,6 @@ so re-running on a bigger cluster does not retrain.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
@@ -21,36 +20,30 @@ from boom_ray import __version__, storage
 from boom_ray.config import RunConfig
 
 MANIFEST = "boom_train.json"
-TRAIN_VERSION = 1
-"""Bumped when a change to the training code makes older exports stale."""
+TRAIN_VERSION = 2
+"""Bumped when a change to the training code makes older exports stale (2: seeded RNGs, fp32 master weights)."""
 
 _NOT_IN_REQUEST = {"bags", "checkpoint_every", "num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
-                   "max_failures", "log_every"}
+                   "max_failures", "log_every", "max_concurrent_bags"}
 
 
 def model_dir(workdir: str, bag: str) -> str:
     return posixpath.join(workdir, "models", bag)
 
 
-def _file_digest(path: str | None) -> str | None:
-    if not path:
-        return None
-    with open(os.path.expanduser(path), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def train_request(cfg: RunConfig, bag: str, bag_manifest: dict | None, precision: str) -> dict[str, Any]:
     """Everything that determines a bag's trained weights."""
     train = {k: v for k, v in cfg.train.model_dump().items() if k not in _NOT_IN_REQUEST}
     train["precision"] = precision
-    train["deepspeed_config"] = _file_digest(cfg.train.deepspeed_config)
+    train["deepspeed_config"] = (storage.file_sha256(os.path.expanduser(cfg.train.deepspeed_config))
+                                if cfg.train.deepspeed_config else None)
     bag_identity = (bag_manifest or {}).get("request") or {"created": (bag_manifest or {}).get("created")}
     return {"bag": bag, "bag_request": bag_identity, "model": cfg.model.model_dump(), "train": train,
             "train_version": TRAIN_VERSION}
 
 
 def request_hash(request: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return storage.stable_hash(request, 16)
 
 
 def read_export_manifest(workdir: str, bag: str) -> dict | None:
@@ -73,7 +66,9 @@ def export_manifest(*, bag: str, request: dict, digest: str, steps: int, tokens:
 
 @contextlib.contextmanager
 def gathered(module, zero_stage: int):
-    """Full parameters of `module` on every rank for the duration (ZeRO-3 shards them)."""
+    """Full parameters of `module` on every rank for the duration (ZeRO-3 shards them). Only the
+    LoRA export under ZeRO-3 still needs this (merging adapters needs whole base weights); plain
+    ZeRO-3 exports stream (:func:`write_export_zero3`)."""
     if zero_stage != 3:
         yield
         return
@@ -96,19 +91,48 @@ def full_model_for_export(embedder, zero_stage: int, is_rank0: bool) -> tuple[An
     return model, state
 
 
-def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
-    """Save locally, then move/upload into `<workdir>/models/<bag>/` via a temporary name."""
+def write_export_zero3(embedder, workdir: str, bag: str, manifest: dict[str, Any] | None, is_rank0: bool,
+                       max_shard_size: int = 5 * 10**9) -> str | None:
+    """ZeRO-3 without LoRA: collective; rank 0 writes the config, tokenizer and
+    sentence-transformers files, then the weights stream in parameter by parameter, shard by
+    shard (:mod:`boom_ray.train.zero3_export`), and the folder moves into place. Returns the
+    export's URI on rank 0."""
+    import shutil
+
+    from boom_ray.train.zero3_export import stream_zero3_weights
+
+    tmp = tempfile.mkdtemp(prefix=f"boom-export-{bag}-") if is_rank0 else None
+    try:
+        local = os.path.join(tmp, "model") if is_rank0 else None
+        if is_rank0:
+            embedder.save(local, state_dict={})  # everything but the weights
+        info = stream_zero3_weights(embedder.model, is_rank0, local, max_shard_size)
+        if not is_rank0:
+            return None
+        return _publish(local, workdir, bag, {**(manifest or {}), "export": {"mode": "zero3-streamed", **info}})
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(local: str, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
+    """Add the manifest to the local model folder and move/upload it to `<workdir>/models/<bag>/`."""
+    import pyarrow.fs as pafs
+
+    with open(os.path.join(local, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
     fs, root = storage.resolve(workdir)
     final = model_dir(root, bag)
+    with storage.staged_dir(fs, final) as staged:
+        pafs.copy_files(local, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    return final
+
+
+def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
+    """Save locally, then move/upload into `<workdir>/models/<bag>/` via a temporary name."""
     embedder.model = model
     with tempfile.TemporaryDirectory(prefix=f"boom-export-{bag}-") as tmp:
         local = os.path.join(tmp, "model")
         embedder.save(local, state_dict=state)
-        with open(os.path.join(local, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        with storage.staged_dir(fs, final) as staged:
-            import pyarrow.fs as pafs
-
-            pafs.copy_files(local, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-    return final
+        return _publish(local, workdir, bag, manifest)

@@ -79,7 +79,7 @@ class BagFeed:
 
     def micro_batch(self, m: int) -> MicroBatch:
         """Features of micro step `m` for this rank (deterministic in seed, m and rank)."""
-        from boom_ray.model.features import build_features
+        from boom_ray.train.collate import build_features
 
         epoch, index = divmod(m, self.batches_per_epoch)
         batch = self.plan(epoch).batches[index]

@@ -1,14 +1,18 @@
 """Train every bag of a run on Ray Train, bags in parallel, one TorchTrainer per bag.
 
 Each bag gets its own ScalingConfig (``train.num_workers`` x ``train.cpus_per_worker`` /
-``gpus_per_worker``) and its own run folder ``<workdir>/train_runs/<bag>-<request hash>``, so a
-re-run of the same request picks up its last checkpoint (Ray Train V2 restores a run from its
-storage folder), and a changed request never resumes from a stale one.
+``gpus_per_worker``) and its own run folder ``<workdir>/train_runs/<bag>-<hash>``, the hash of the
+request and of the layout (world size, effective ZeRO stage), so a re-run of the same request
+and layout picks up its last checkpoint (Ray Train V2 restores a run from its storage folder), a
+changed request never resumes from a stale one, and a changed layout is handled once
+(:mod:`boom_ray.train.runs`).
 
 Concurrency: Ray Train V2's ``fit()`` blocks its caller, and a controller actor (0 CPU) per run
-does the work, so the bags' ``fit()`` calls run in driver threads, as many at once as the
-cluster has resources for; the rest wait their turn. A bag that fails is reported and the others
-carry on. Bags whose export exists with the same request are skipped.
+does the work, so the bags' ``fit()`` calls run in driver threads: every bag at once unless
+``train.max_concurrent_bags`` caps it. Nothing is sized from the cluster's current resources: a
+trainer that does not fit yet waits for its placement group, which on an autoscaling cluster is
+what makes the autoscaler add nodes. A bag that fails is reported and the others carry on. Bags
+whose export exists with the same request are skipped.
 
 Ray Data is never starved: bags are materialised Parquet before training (no Ray Data pipeline
 feeds the trainers), and the workers take only the CPUs the config gives them.
@@ -59,9 +63,21 @@ def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def worker_env(train: TrainConfig) -> dict[str, str]:
-    """Environment of the training workers (DeepSpeed on CPU needs DS_ACCELERATOR=cpu)."""
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+HUB_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+           "HF_HUB_ENABLE_HF_TRANSFER", "TRANSFORMERS_OFFLINE")
+"""The driver's Hugging Face settings that training workers inherit. Hub access is the user's
+choice: on a cluster with internet a hub id (reference.yaml's Qwen/Qwen3-4B) must load on a
+fresh node, and a test box stays offline because its own environment says so."""
+
+
+def worker_env(train: TrainConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the training workers: the driver's hub settings (`HUB_ENV`, where set),
+    and DS_ACCELERATOR=cpu for DeepSpeed on CPU."""
+    import os
+
+    source = os.environ if environ is None else environ
+    env = {k: source[k] for k in HUB_ENV if k in source}
+    env.update({"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"})
     if not train.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
     return env
@@ -74,23 +90,20 @@ def resources_per_worker(train: TrainConfig) -> dict[str, float]:
     return res
 
 
-def max_concurrent_bags(train: TrainConfig, cluster: dict[str, float]) -> int:
-    """How many bags' worker groups fit in the cluster's resources at once (at least one)."""
-    fits = []
-    for key, per_worker in resources_per_worker(train).items():
-        if per_worker > 0:
-            fits.append(int(cluster.get(key, 0) // (per_worker * train.num_workers) + 1e-9))
-    return max(1, min(fits) if fits else 1)
+def concurrent_bags(train: TrainConfig, n_bags: int) -> int:
+    """How many bags' trainers are submitted at once: `train.max_concurrent_bags`, default all.
+
+    Never sized from ray.cluster_resources(): on an autoscaling cluster that is what runs now
+    (0 GPUs on a fresh cluster.yaml), not what can be started. A submitted trainer whose
+    placement group cannot be placed yet waits, and that pending demand is what makes the
+    autoscaler add nodes; on a fixed cluster the waiting trainers simply queue."""
+    return max(1, min(train.max_concurrent_bags or n_bags, n_bags))
 
 
 def train_runs_dir(workdir: str) -> str:
     """Ray Train storage of the run: the work dir's URI, or its absolute local path."""
     root = workdir if "://" in workdir else storage.resolve(workdir)[1]
     return posixpath.join(root, "train_runs")
-
-
-def run_name(bag: str, digest: str) -> str:
-    return f"{bag}-{digest}"
 
 
 def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
@@ -106,7 +119,7 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker=resources_per_worker(train)),
         run_config=TrainRunConfig(
-            name=run_name(job["bag"], job["request_hash"]), storage_path=storage_path,
+            name=job["run_name"], storage_path=storage_path,
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": worker_env(train)}),
@@ -116,18 +129,47 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
 def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     """What one bag's workers need, and the request its export will carry."""
     from boom_ray.data.bags import bag_dir, read_manifest
-    from boom_ray.train.ds_config import load_user_config, resolve_precision
+    from boom_ray.train.ds_config import deepspeed_config, load_user_config, resolve_precision
     from boom_ray.train.export import request_hash, train_request
+    from boom_ray.train.runs import run_name
 
     uri = bag_dir(cfg.workdir, bag)
     manifest = read_manifest(uri)
     if manifest is None:
         raise BoomError(f"{uri}: bag {bag} does not exist or is unfinished; run `boom bag --config ...` first")
-    if cfg.train.deepspeed_config:
-        load_user_config(cfg.train.deepspeed_config)  # a broken file fails here, not in every worker
-    request = train_request(cfg, bag, manifest, resolve_precision(cfg.train.precision, cfg.train.use_gpu))
+    train = cfg.train
+    # a broken file fails here, not in every worker
+    user = load_user_config(train.deepspeed_config) if train.deepspeed_config else None
+    request = train_request(cfg, bag, manifest, resolve_precision(train.precision, train.use_gpu))
+    ds = deepspeed_config(train, world_size=train.num_workers, on_gpu=train.use_gpu, user=user,
+                          micro_batch_per_rank=max(1, train.global_batch_size // train.num_workers))
+    layout = {"world_size": train.num_workers, "zero_stage": int(ds.get("zero_optimization", {}).get("stage", 0))}
+    digest = request_hash(request)
     return {"config": explicit_settings(cfg), "bag": bag, "bag_uri": uri, "request": request,
-            "request_hash": request_hash(request), "started": time.time()}
+            "request_hash": digest, "layout": layout, "run_name": run_name(bag, digest, layout),
+            "started": time.time()}
+
+
+def plan_resume(job: dict[str, Any], storage_path: str) -> None:
+    """Look once for an interrupted run of the same request with another layout (see
+    :mod:`boom_ray.train.runs`); sets job["resume_from"] or prints why the bag starts fresh."""
+    from boom_ray.train.runs import carry_over, find_other_layout, write_run_info
+
+    bag, new = job["bag"], job["layout"]
+    other = find_other_layout(storage_path, bag, job["request_hash"], new, job["run_name"])
+    write_run_info(storage_path, job["run_name"], bag, job["request_hash"], new)
+    if other is None:
+        return
+    job["previous_run"] = other["run"]  # removed once this run is exported
+    how, why = carry_over(other["layout"], new)
+    old = f"world {other['layout']['world_size']}, ZeRO {other['layout']['zero_stage']}"
+    now = f"world {new['world_size']}, ZeRO {new['zero_stage']}"
+    if how == "fresh":
+        print(f"[{bag}] WARNING: not resuming step {other['step']} of {other['run']} ({old}) with {now}: "
+              f"{why}; starting fresh", file=sys.stderr, flush=True)
+        return
+    print(f"[{bag}] resuming step {other['step']} of {other['run']} ({old}) with {now}, {why}", flush=True)
+    job["resume_from"] = {"uri": other["uri"], "universal": how == "universal", "run": other["run"]}
 
 
 def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False) -> BagResult:
@@ -142,12 +184,15 @@ def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False) 
             m = read_export_manifest(cfg.workdir, bag) or {}
             return BagResult(bag, "skipped", m.get("steps"), m.get("tokens_seen"), m.get("final_loss"),
                              m.get("wall_time_s"), export=model_dir(cfg.workdir, bag))
-        print(f"[{bag}] training (run {run_name(bag, job['request_hash'])})", flush=True)
+        print(f"[{bag}] training (run {job['run_name']})", flush=True)
+        plan_resume(job, storage_path)
         _make_trainer(cfg, job, storage_path).fit()
         m = read_export_manifest(cfg.workdir, bag)
         if not m or m.get("request_hash") != job["request_hash"]:
             raise BoomError(f"{bag}: training finished but left no matching export")
-        _remove_run_dir(storage_path, run_name(bag, job["request_hash"]))
+        _remove_run_dir(storage_path, job["run_name"])
+        if job.get("previous_run"):
+            _remove_run_dir(storage_path, job["previous_run"])
         return BagResult(bag, "trained", m["steps"], m["tokens_seen"], m["final_loss"], m["wall_time_s"],
                          started=started, finished=time.time(), export=model_dir(cfg.workdir, bag),
                          extra={k: m.get(k) for k in ("restarts", "resumed_from", "world_size", "zero_stage")})
@@ -176,9 +221,12 @@ def _short_error(exc: BaseException) -> str:
 
 def _remove_run_dir(storage_path: str, name: str) -> None:
     """Checkpoints are only for resuming; once the export is written they are dead weight."""
+    from boom_ray.train.runs import remove_run_info
+
     try:
         fs, root = storage.resolve(storage_path)
         storage.remove(fs, posixpath.join(root, name))
+        remove_run_info(storage_path, name)
     except OSError as exc:  # leftover checkpoints are harmless
         log.warning("could not remove %s/%s: %s", storage_path, name, exc)
 
@@ -186,18 +234,15 @@ def _remove_run_dir(storage_path: str, name: str) -> None:
 def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None,
                force: bool = False) -> list[BagResult]:
     """Train `bags` (default: every bag of the run) concurrently; results in bag order."""
-    import ray
-
     from boom_ray.ray_runtime import init_ray
 
     init_ray(cfg.ray)
     names = bags_to_train(cfg, bags)
-    if max_concurrent is None:
-        max_concurrent = max_concurrent_bags(cfg.train, ray.cluster_resources())
+    max_concurrent = max_concurrent or concurrent_bags(cfg.train, len(names))
     storage_path = train_runs_dir(cfg.workdir)
     lock = threading.Lock()
     results: dict[str, BagResult] = {}
-    with cf.ThreadPoolExecutor(max_workers=min(max_concurrent, len(names)) or 1,
+    with cf.ThreadPoolExecutor(max_workers=max(1, min(max_concurrent, len(names))),
                                thread_name_prefix="boom-train") as pool:
         futures = {pool.submit(train_bag, cfg, name, storage_path, force): name for name in names}
         for fut in cf.as_completed(futures):

@@ -8,7 +8,7 @@ request); step through this rank's micro batches; report metrics with a checkpoi
 A checkpoint holds everything needed to continue as if nothing had happened: the DeepSpeed
 engine state (weights, optimizer, lr schedule; one shard per rank under ZeRO), the step (which
 fixes the position in the batch plan, see :mod:`boom_ray.train.feed`), the running totals and
-every rank's torch RNG state.
+every RNG state in use on every rank (:mod:`boom_ray.train.rng`).
 
 Heavy imports (torch, deepspeed, transformers) happen here, inside the worker, never in the
 driver.
@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from boom_ray.config import RunConfig
+from boom_ray.train.runs import STATE_FILE
 
 log = logging.getLogger(__name__)
 
 DS_TAG = "ds"
-STATE_FILE = "train_state.json"
 
 
 @dataclass
@@ -77,11 +77,31 @@ def log_rank0(message: str) -> None:
         print(message, flush=True)
 
 
+def load_options(cfg: RunConfig, on_gpu: bool) -> dict[str, Any]:
+    """dtype and attention kernel for from_pretrained. The loaded weights are the master
+    weights: fp32 unless `model.dtype` says otherwise (transformers 5 would load Qwen3 in its
+    stored bf16, where AdamW's small updates vanish); DeepSpeed makes the bf16/fp16 compute copy."""
+    import importlib.util
+
+    import torch
+
+    from boom_ray.errors import BoomError
+    from boom_ray.train.ds_config import resolve_precision
+
+    dtype, attn = cfg.model.dtype, cfg.model.attn_implementation
+    if resolve_precision(cfg.train.precision, on_gpu) == "fp32" and dtype != "float32":
+        raise BoomError(f"train.precision fp32 trains float32 weights; model.dtype {dtype} would not")
+    if attn == "flash_attention_2" and not (on_gpu and importlib.util.find_spec("flash_attn")):
+        raise BoomError("model.attn_implementation flash_attention_2 needs train.use_gpu and the flash-attn "
+                        "package; use sdpa")
+    return {"dtype": dtype if dtype == "auto" else getattr(torch, dtype), "attn_implementation": attn}
+
+
 def build_embedder(cfg: RunConfig, on_gpu: bool):
     """The embedder to train: base weights, gradient checkpointing, optional LoRA adapters."""
     from boom_ray.model.embedder import Embedder
 
-    embedder = Embedder.from_pretrained(cfg.model.name_or_path, cfg.model)
+    embedder = Embedder.from_pretrained(cfg.model.name_or_path, cfg.model, **load_options(cfg, on_gpu))
     if cfg.train.gradient_checkpointing:
         embedder.gradient_checkpointing_enable()
     if cfg.model.lora is not None:
@@ -108,7 +128,8 @@ def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
     return optimizer, schedule
 
 
-def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool) -> Setup:
+def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool, universal: bool = False) -> Setup:
+    """Embedder, feed and DeepSpeed engine; `universal`: the engine will load a universal checkpoint."""
     import deepspeed
     import ray.train.torch
     import torch
@@ -125,6 +146,8 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool)
     user = load_user_config(cfg.train.deepspeed_config) if cfg.train.deepspeed_config else None
     ds_config = deepspeed_config(cfg.train, world_size=world, on_gpu=on_gpu, user=user,
                                  micro_batch_per_rank=max(1, cfg.train.global_batch_size // world))
+    if universal:
+        ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
     accumulation = accumulation_steps(ds_config)
     per_epoch = feed.batches_per_epoch // accumulation
     total_steps = cfg.train.max_steps or cfg.train.epochs * per_epoch
@@ -156,8 +179,10 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool)
 
 
 def load_checkpoint(engine, checkpoint) -> TrainState:
-    """Restore engine state, progress and this rank's RNG from a Ray Train checkpoint."""
+    """Restore engine state, progress and this rank's RNG states from a Ray Train checkpoint."""
     import torch
+
+    from boom_ray.train.rng import restore_rng_states
 
     rank = _ctx().get_world_rank()
     with checkpoint.as_directory() as path:
@@ -169,7 +194,7 @@ def load_checkpoint(engine, checkpoint) -> TrainState:
             state = TrainState(**json.load(f))
         rng_file = os.path.join(path, f"rng_rank{rank}.pt")
         if os.path.exists(rng_file):
-            torch.set_rng_state(torch.load(rng_file, weights_only=False))
+            restore_rng_states(torch.load(rng_file, weights_only=False))
     state.restarts += 1
     state.resumed_from.append(state.step)
     return state
@@ -180,32 +205,25 @@ def report_and_checkpoint(engine, state: TrainState, metrics: dict[str, Any], wi
     import ray.train
     import torch
 
+    from boom_ray.train.rng import rng_states
+
     ctx = _ctx()
     if not with_checkpoint:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="boom-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=DS_TAG)
-        torch.save(torch.get_rng_state(), os.path.join(tmp, f"rng_rank{ctx.get_world_rank()}.pt"))
+        torch.save(rng_states(), os.path.join(tmp, f"rng_rank{ctx.get_world_rank()}.pt"))
         if ctx.get_world_rank() == 0:
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
                 json.dump(asdict(state), f)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _all_reduce(values: list[float]) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attempt_start: float) -> float | None:
     """Optimizer steps from `state.step` to the end; returns the final (windowed) loss."""
     from boom_ray.model.loss import info_nce_loss
+    from boom_ray.train.collective import all_reduce_sum
 
     engine, feed, ga = setup.engine, setup.feed, setup.accumulation
     world = _ctx().get_world_size()
@@ -234,7 +252,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
             continue
         state.loop_s = loop_base + time.monotonic() - loop_start
         state.loop_cpu_s = cpu_base + time.process_time() - cpu_start
-        loss_sum, n, tokens = _all_reduce([window_loss, window_n, window_tokens])
+        loss_sum, n, tokens = all_reduce_sum([window_loss, window_n, window_tokens])
         final_loss = loss_sum / max(n, 1)
         state.tokens += int(tokens)
         state.loss_history.append([state.step, round(final_loss, 6)])
@@ -252,15 +270,18 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
 
 def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, final_loss: float | None,
                  attempt_start: float, job: dict[str, Any]) -> None:
-    """Gather the full weights (collective) and write `<workdir>/models/<bag>/` from rank 0."""
+    """Write `<workdir>/models/<bag>/` from rank 0; under ZeRO-3 every rank takes part in the
+    gathering (collective), one parameter at a time unless LoRA adapters must be merged."""
     from boom_ray.train.ds_config import precision_of
-    from boom_ray.train.export import export_manifest, full_model_for_export, write_export
+    from boom_ray.train.export import export_manifest, full_model_for_export, write_export, write_export_zero3
 
     ctx = _ctx()
     rank0 = ctx.get_world_rank() == 0
     stage = setup.ds_config.get("zero_optimization", {}).get("stage", 0)
-    model, weights = full_model_for_export(setup.embedder, stage, rank0)
+    streamed = stage == 3 and not hasattr(setup.embedder.model, "merge_and_unload")  # no LoRA to merge
+    model, weights = (None, None) if streamed else full_model_for_export(setup.embedder, stage, rank0)
     wall = state.elapsed_s + time.monotonic() - attempt_start
+    manifest = None
     if rank0:
         manifest = export_manifest(
             bag=bag, request=job["request"], digest=job["request_hash"], steps=state.step, tokens=state.tokens,
@@ -269,13 +290,33 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
             loop_time_s=round(state.loop_s, 3), loop_cpu_s=round(state.loop_cpu_s, 3), restarts=state.restarts,
             resumed_from=state.resumed_from,
             loss_history=state.loss_history,
-            requested=job["started"], train_started=state.started_at, finished=time.time())
+            requested=job["started"], train_started=state.started_at, finished=time.time(),
+            worker_started=job.get("worker_started"), node_id=_node_id(),
+            peak_gpu_memory_bytes=_peak_gpu_memory())
+    if streamed:
+        write_export_zero3(setup.embedder, cfg.workdir, bag, manifest, rank0)
+    elif rank0:
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
+    if rank0:
         print(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s", flush=True)
     import ray.train
 
     ray.train.report({"step": state.step, "loss": final_loss, "tokens": state.tokens, "done": True,
                       "wall_time_s": wall})
+
+
+def _peak_gpu_memory() -> int | None:
+    """Peak bytes allocated by torch on this rank's GPU (None on CPU)."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def _node_id() -> str:
+    """The Ray node rank 0 trained on (where a bag ran, on a cluster that adds and removes nodes)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 # --------------------------------------------------------------------------- entry point
@@ -284,16 +325,28 @@ def train_loop(job: dict[str, Any]) -> None:
     request (and its hash) the export will carry, and the driver's start time."""
     import ray.train
 
+    from boom_ray.train.rng import rank_seed, seed_everything
+
+    job = {**job, "worker_started": time.time()}  # this attempt's start, before setup (for the manifest)
     cfg = RunConfig.model_validate(job["config"])
     bag = job["bag"]
     attempt_start = time.monotonic()
     on_gpu = cfg.train.use_gpu
-    setup = setup_model_and_engine(cfg, bag, job["bag_uri"], on_gpu)
-    state = TrainState()
+    seed_everything(cfg.train.seed)  # the same initial weights (LoRA adapters too) on every rank
     checkpoint = ray.train.get_checkpoint()
+    other = None if checkpoint else job.get("resume_from")
+    setup = setup_model_and_engine(cfg, bag, job["bag_uri"], on_gpu, universal=bool(other and other["universal"]))
+    state = TrainState()
     if checkpoint:
         state = load_checkpoint(setup.engine, checkpoint)
         log_rank0(f"[{bag}] resumed from step {state.step} (restart {state.restarts})")
+    elif other:
+        from boom_ray.train.relayout import load_other_layout
+
+        state = load_other_layout(setup.engine, other, cfg.train.seed)
+        log_rank0(f"[{bag}] resumed step {state.step} of {other['run']} on a new layout")
+    else:
+        seed_everything(rank_seed(cfg.train.seed, _ctx().get_world_rank()))
     state.started_at = state.started_at or time.time()
     final_loss = train_steps(cfg, bag, setup, state, attempt_start)
     export_model(cfg, bag, setup, state, final_loss, attempt_start, job)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boom_ray.data.batch_plan import (is_symmetric, plan_batches, rank_rows, task_batch_size,
-                                      uses_in_batch_negatives)
+from boom_ray.data.batch_plan import plan_batches, rank_rows, task_batch_size
+from boom_ray.tasks import is_symmetric, uses_in_batch_negatives
 
 TYPES = [None, "retrieval", "symmetric_sts", "symmetric_class", "clustering"]
 

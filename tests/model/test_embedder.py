@@ -9,8 +9,9 @@ import pytest
 import torch
 from boom_ray.config import ModelConfig
 from boom_ray.errors import BoomError
-from boom_ray.model.embedder import (Embedder, _patch_eos, pool, read_sentence_transformers_settings,
-                                     tokenize_appending_eos)
+from boom_ray.model.embedder import Embedder, pool
+from boom_ray.model.eos import patch_eos, tokenize_appending_eos
+from boom_ray.model.st_format import read_sentence_transformers_settings
 
 TEXTS = [
     "hello world",
@@ -81,7 +82,7 @@ def test_eos_patch_keeps_a_bos(tiny_qwen3_path):
     tok = AutoTokenizer.from_pretrained(str(tiny_qwen3_path), bos_token="<|endoftext|>")
     tok.add_bos_token = True  # Llama-style: BOS first
     body = tok("a cat", add_special_tokens=False)["input_ids"]
-    assert _patch_eos(tok) == "flag"
+    assert patch_eos(tok) == "flag"
     assert tok("a cat")["input_ids"] == [tok.bos_token_id, *body, tok.eos_token_id]
 
 

@@ -10,7 +10,7 @@ from boom_ray.config import RunConfig, TrainConfig
 from boom_ray.train.ds_config import (DeepSpeedConfigError, deepspeed_config, load_user_config, lr_factor,
                                       precision_of, resolve_precision, warmup_steps)
 from boom_ray.train.export import request_hash, train_request
-from boom_ray.train.launch import max_concurrent_bags, worker_env
+from boom_ray.train.launch import concurrent_bags, worker_env
 
 
 def test_precision_auto_is_bf16_on_gpu_and_fp32_on_cpu():
@@ -92,11 +92,18 @@ def test_request_ignores_resources_but_not_what_changes_weights():
     assert request_hash(train_request(_cfg(), "bag20", {"request": {"ratio": 0.2}}, "bf16")) != base
 
 
-def test_two_half_cpu_bags_fit_a_two_cpu_node():
-    train = TrainConfig(num_workers=1, cpus_per_worker=0.5)
-    assert max_concurrent_bags(train, {"CPU": 2.0}) == 4
-    assert max_concurrent_bags(TrainConfig(num_workers=2, cpus_per_worker=1), {"CPU": 2.0}) == 1
-    assert max_concurrent_bags(TrainConfig(num_workers=4, cpus_per_worker=1), {"CPU": 2.0}) == 1
-    gpu = TrainConfig(use_gpu=True, num_workers=2, cpus_per_worker=2, gpus_per_worker=1)
-    assert max_concurrent_bags(gpu, {"CPU": 32.0, "GPU": 8.0}) == 4
-    assert worker_env(train)["DS_ACCELERATOR"] == "cpu" and "DS_ACCELERATOR" not in worker_env(gpu)
+def test_every_bag_is_submitted_at_once_unless_capped():
+    """Nothing is sized from the cluster: a fresh autoscaling cluster has no GPUs yet."""
+    gpu = TrainConfig(use_gpu=True, num_workers=8, cpus_per_worker=2, gpus_per_worker=1)
+    assert concurrent_bags(gpu, 5) == 5
+    assert concurrent_bags(TrainConfig(max_concurrent_bags=2), 5) == 2
+    assert concurrent_bags(TrainConfig(max_concurrent_bags=9), 3) == 3
+
+
+def test_workers_inherit_the_drivers_hub_settings_instead_of_being_forced_offline():
+    cpu, gpu = TrainConfig(), TrainConfig(use_gpu=True)
+    online = worker_env(gpu, {"HF_HOME": "/cache/hf", "HF_TOKEN": "hf_x", "PATH": "/bin"})
+    assert online == {"HF_HOME": "/cache/hf", "HF_TOKEN": "hf_x", "TOKENIZERS_PARALLELISM": "false",
+                      "RAY_USAGE_STATS_ENABLED": "0"}  # no HF_HUB_OFFLINE, nothing unrelated
+    offline = worker_env(cpu, {"HF_HUB_OFFLINE": "1"})
+    assert offline["HF_HUB_OFFLINE"] == "1" and offline["DS_ACCELERATOR"] == "cpu"

@@ -138,6 +138,7 @@ def test_two_workers_zero3_cross_device_negatives_export_reloads(ray_session, ti
     manifest = json.loads((out / "boom_train.json").read_text())
     assert (manifest["world_size"], manifest["zero_stage"], manifest["steps"]) == (2, 3, 6)
     assert manifest["gradient_accumulation_steps"] == 2
+    assert manifest["export"]["mode"] == "zero3-streamed"  # rank 0 consolidated parameter by parameter
     trained = load_file(out / "model.safetensors")
     base = Embedder.from_pretrained(str(tiny_qwen3_path), pooling="last").model.state_dict()
     assert set(trained) == set(base)  # full tensors, not ZeRO-3 placeholders
@@ -147,7 +148,7 @@ def test_two_workers_zero3_cross_device_negatives_export_reloads(ray_session, ti
     ours = Embedder.from_pretrained(str(out)).encode(texts)
     st = SentenceTransformer(str(out), device="cpu").encode(texts)
     np.testing.assert_allclose(ours, st, atol=1e-5)
-    assert not (tmp_path / "train_runs" / f"bag40-{manifest['request_hash']}").exists()  # checkpoints cleaned
+    assert os.listdir(tmp_path / "train_runs") == []  # checkpoints (and the run's info file) cleaned
 
 
 def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(ray_session, tiny_qwen3_path,

@@ -20,6 +20,7 @@ class ModelStock(Method):
 
     name = "model_stock"
     base = "required"
+    weight_free_statistics = True  # the (per-row) Gram matrix of the task vectors
     min_models = 2
     shared = {"filter_wise": False}
     per_model = {"weight": 1.0}

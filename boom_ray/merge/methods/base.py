@@ -42,6 +42,9 @@ class Method:
     per_model: dict[str, Any] = {"weight": REQUIRED}
     scratch = 2
     """float32 temporaries per input element of a block, for the executor's memory plan."""
+    weight_free_statistics = False
+    """Whether the statistics passes ignore the weights (and per-model parameters), so a sweep can
+    compute them once for all its trials (merge/in_memory.py)."""
 
     def validate(self, n_models: int, has_base: bool, params: dict[str, Any],
                  model_params: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

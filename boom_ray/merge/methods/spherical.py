@@ -28,6 +28,7 @@ class Multislerp(Method):
 
     name = "multislerp"
     base = "optional"
+    weight_free_statistics = True  # the Gram matrix of the inputs (minus the base)
     shared = {"normalize_weights": True, "eps": 1e-8}
 
     def start(self, state: TensorState) -> None:
@@ -74,6 +75,7 @@ class Slerp(Method):
 
     name = "slerp"
     base = "required"
+    weight_free_statistics = True  # the two norms and the dot product
     min_models = max_models = 1
     shared = {"t": REQUIRED}
     per_model = {"weight": 1.0}
@@ -125,6 +127,7 @@ class Karcher(Method):
     tensors)."""
 
     name = "karcher"
+    weight_free_statistics = True  # the Gram matrix of the inputs
     shared = {"max_iter": 10, "tol": 1e-5}
     per_model = {"weight": 1.0}
 
@@ -188,6 +191,7 @@ class Nuslerp(Method):
 
     name = "nuslerp"
     base = "optional"
+    weight_free_statistics = True  # the (per-vector) dot products of the two inputs
     min_models = max_models = 2
     shared = {"nuslerp_row_wise": False, "nuslerp_flatten": True}
 

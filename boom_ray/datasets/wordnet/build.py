@@ -10,8 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from boom_ray import __version__
-from boom_ray.data.wordnet import WordNet, WordNetError, check_wordnet_dir, load_wordnet
-from boom_ray.data.wordnet_tasks import (
+from boom_ray.datasets.wordnet.database import WordNet, WordNetError, check_wordnet_dir, load_wordnet
+from boom_ray.datasets.wordnet.tasks import (
     SPLITS, TASKS, BuildOptions, CorpusBuilder, Suite, SuiteBuilder, assign_splits, suite_json,
     trained_definitions,
 )

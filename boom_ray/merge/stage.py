@@ -1,37 +1,21 @@
-"""`boom merge`: a mergekit YAML run unchanged, or the merge section of a run config.
+"""The merge stage of a run (`boom merge --config RUN.yaml`): the run's merge section as requests.
 
-    boom merge mergekit.yaml --out merged/ [--force] [--set memory_budget=512MB]
-    boom merge --config run.yaml [--force]
-
-The mergekit form runs in this process (no cluster needed, like `mergekit-yaml`). The run-config
-form merges the run's bag exports, `<workdir>/models/<bag>/`, into `<workdir>/merges/<name>/`
+It merges the run's bag exports, `<workdir>/models/<bag>/`, into `<workdir>/merges/<name>/`
 with one Ray task per merge; a merge whose output manifest already matches the request (same
 method, weights, parameters and input fingerprints) is skipped unless --force.
 """
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from boom_ray import storage
-from boom_ray.cli_support import config_from_args, parse_overrides
-from boom_ray.config import ConfigError, MergeConfig, RunConfig, bag_name
+from boom_ray.config import ConfigError, RunConfig, bag_name
 from boom_ray.merge.executor import human_bytes
 from boom_ray.merge.methods import get_method
-from boom_ray.merge.request import (MANIFEST, MergeRequest, MergeRequestError, ModelInput, load_mergekit_yaml,
+from boom_ray.merge.request import (MANIFEST, MergeRequest, ModelInput,
                                     manifest_key_for, request_key)
-from boom_ray.merge.task import MergeOutputExists, merge, submit_merge
-from pydantic import ValidationError
-
-
-def merge_config_from_overrides(pairs: list[str]) -> MergeConfig:
-    """A MergeConfig from `--set key=value` pairs (`merge.` prefix optional)."""
-    values = {k.removeprefix("merge."): v for k, v in parse_overrides(pairs).items()}
-    try:
-        return MergeConfig(**values)
-    except ValidationError as exc:
-        raise ConfigError(f"--set: invalid merge setting: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+from boom_ray.merge.task import MergeOutputExists, submit_merge
 
 
 def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
@@ -110,23 +94,3 @@ def describe(out: str, manifest: dict[str, Any]) -> str:
     o = manifest["output"]
     return (f"{out}: {manifest['method']} of {len(manifest['models'])} models, {o['tensors']} tensors, "
             f"{human_bytes(o['bytes'])} in {len(o['shards'])} shard(s), {manifest['seconds']:.1f} s")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.config and args.mergekit_yaml:
-        raise MergeRequestError("give either MERGEKIT.yaml (with --out) or --config RUN.yaml, not both")
-    if args.mergekit_yaml:
-        if not args.out:
-            raise MergeRequestError("MERGEKIT.yaml needs --out DIR")
-        request = load_mergekit_yaml(args.mergekit_yaml)
-        manifest = merge(request, args.out, merge_config_from_overrides(args.overrides), force=args.force)
-        print(describe(args.out, manifest))
-        return 0
-    if args.config:
-        if args.out:
-            raise MergeRequestError("--out goes with MERGEKIT.yaml; a run config writes <workdir>/merges/<name>/")
-        cfg = config_from_args(args)
-        for (out, _), manifest in zip(run_requests(cfg), run_merges(cfg, force=args.force)):
-            print(describe(out, manifest))
-        return 0
-    raise MergeRequestError("nothing to merge: give MERGEKIT.yaml --out DIR, or --config RUN.yaml")

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import argparse
 
-from boom_ray.cli_support import config_from_args
+from boom_ray.cli.common import add_config_arguments, config_from_args
+
+HELP = "fine-tune one embedding model per bag (Ray Train + DeepSpeed)"
 
 
-def main(args: argparse.Namespace) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--bags", nargs="+", metavar="BAG", help="train only these bags (e.g. bag20 bag100)")
+
+
+def run(args: argparse.Namespace) -> int:
     from boom_ray.train.launch import TrainingFailed, summary_table, train_bags
 
-    cfg = config_from_args(args)
-    results = train_bags(cfg, getattr(args, "bags", None))
+    results = train_bags(config_from_args(args), args.bags)
     print(summary_table(results), flush=True)
     failed = [r.bag for r in results if r.status == "failed"]
     if failed:

@@ -12,49 +12,9 @@ import yaml
 
 from boom_ray.cli import main as cli_main
 from boom_ray.config import validate_config
-from boom_ray.merge.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space, searcher
+from boom_ray.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space, searcher
 
-DOCS = {
-    "d1": "the cat sat on the warm mat", "d2": "stock markets fell sharply today",
-    "d3": "a recipe for fresh tomato soup", "d4": "the football team won the final match",
-    "d5": "rain is expected over the mountains", "d6": "new phones have better cameras",
-}
-QUERIES = {"q1": ("where did the cat sit", "d1"), "q2": ("how did the markets do", "d2"),
-           "q3": ("how to cook soup", "d3"), "q4": ("who won the match", "d4")}
-
-
-def write_suite(root: Path) -> Path:
-    """A retrieval suite in the DESIGN.md (BEIR) layout, tagged out-of-domain."""
-    root.mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n"
-                                               for i, t in DOCS.items()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
-                                                for q, (t, _) in QUERIES.items()))
-    (root / "qrels").mkdir()
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" +
-                                             "".join(f"{q}\t{d}\t1\n" for q, (_, d) in QUERIES.items()))
-    (root / "suite.json").write_text(json.dumps({"type": "retrieval", "domain": "out"}))
-    return root
-
-
-@pytest.fixture(scope="module")
-def bag_models(tiny_qwen3_path, tmp_path_factory) -> Path:
-    """A work dir whose models/bag50 and models/bag100 are the tiny Qwen3 with perturbed weights,
-    saved in the sentence-transformers export format the train stage writes."""
-    import torch
-
-    from boom_ray.model.embedder import Embedder
-
-    workdir = tmp_path_factory.mktemp("sweep_run")
-    embedder = Embedder.from_pretrained(str(tiny_qwen3_path))
-    state = {k: v.detach().clone() for k, v in embedder.model.state_dict().items()}
-    for seed, bag in enumerate(["bag50", "bag100"]):
-        gen = torch.Generator().manual_seed(seed)
-        perturbed = {k: v + 0.5 * v.std().nan_to_num(0.0) * torch.randn(v.shape, generator=gen)
-                     if v.is_floating_point() and v.numel() > 1 else v for k, v in state.items()}
-        embedder.save(workdir / "models" / bag, state_dict=perturbed)
-    return workdir
-
+from .conftest import write_suite
 
 def sweep_config(workdir: Path, suite: Path, **sweep) -> object:
     return validate_config({
@@ -91,7 +51,7 @@ def test_sweep_runs_keeps_best_and_resumes(ray_session, bag_models, tmp_path, ca
     # the other trial models are gone, their Tune records stay
     experiment = Path(summary["experiment"])
     assert not list(experiment.glob("*/model"))
-    assert len([p for p in experiment.iterdir() if p.is_dir()]) == 4
+    assert len([p for p in experiment.iterdir() if p.is_dir() and p.name != "statistics"]) == 4
     out = capsys.readouterr().out
     assert "bag50" in out and "ood_mean/ndcg@10" in out
 
@@ -108,23 +68,23 @@ def test_sweep_runs_keeps_best_and_resumes(ray_session, bag_models, tmp_path, ca
 
 
 def test_errored_sweep_resumes_after_fix(ray_session, bag_models, tmp_path):
-    """Every trial fails (a merge memory budget too small); the same sweep with enough memory
-    resumes that experiment, re-running the errored trial (random search, 1 sample); with
-    keep_trial_models the trial's model stays where it is and best/ gets a copy."""
+    """Every trial fails (with keep_trial_models, writing its model with a merge memory budget too
+    small); the same sweep with enough memory resumes that experiment, re-running the errored trial
+    (random search, 1 sample); the trial's model stays where it is and best/ gets a copy."""
     workdir = tmp_path / "run"
     shutil.copytree(bag_models / "models", workdir / "models")
     suite = write_suite(tmp_path / "dev_suite")
     cfg = sweep_config(workdir, suite, search="random", weight_grid=None, num_samples=1)
-    starved = cfg.model_copy(update={"merge": cfg.merge.model_copy(update={"memory_budget": 100})})
+    keep = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"keep_trial_models": True})})
+    starved = keep.model_copy(update={"merge": cfg.merge.model_copy(update={"memory_budget": 100})})
     with pytest.raises(SweepError, match="no trial of .* finished"):
         run_sweep(starved)
     experiment = next((workdir / "sweep").glob("sweep-*"))
-    first_trials = sorted(p.name for p in experiment.iterdir() if p.is_dir())
-    keep = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"keep_trial_models": True})})
+    first_trials = sorted(p.name for p in experiment.iterdir() if p.is_dir() and p.name != "statistics")
     summary = run_sweep(keep)
     assert summary["experiment"] == str(experiment) and summary["finished"] == 1
     assert (experiment / first_trials[0] / "model" / "boom_merge.json").is_file()  # kept: copied to best
-    assert sorted(p.name for p in experiment.iterdir() if p.is_dir()) == first_trials
+    assert sorted(p.name for p in experiment.iterdir() if p.is_dir() and p.name != "statistics") == first_trials
     assert all(0.1 <= w <= 1.0 for t in summary["trials"] for w in t["weights"].values())
     assert (workdir / "sweep" / BEST / SWEEP_JSON).is_file()
 
@@ -174,3 +134,34 @@ def test_search_algorithms_or_a_clear_error(bag_models, tmp_path, search):
         alg = searcher(cfg)
         assert isinstance(alg, ConcurrencyLimiter) and alg.max_concurrent == 2
     assert searcher(sweep_config(bag_models, tmp_path / "dev_suite")) is None  # grid
+
+
+def test_asha_scores_a_sample_first_and_keeps_a_fully_scored_best(ray_session, bag_models, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(bag_models / "models", workdir / "models")
+    cfg = sweep_config(workdir, write_suite(tmp_path / "dev_suite"), search="grid", weight_grid=[0.1, 0.5, 1.0],
+                       methods=["multislerp"], scheduler="asha", sample_fraction=0.5, max_concurrent=1)
+    summary = run_sweep(cfg)
+    trials = summary["trials"]
+    assert len(trials) == 9 and {t["status"] for t in trials} <= {"done", "stopped early"}
+    assert trials[0]["status"] == "done" and summary["score"] == trials[0]["score"]
+    experiment = Path(summary["experiment"])
+    assert (experiment / "statistics" / "multislerp.npz").is_file()  # computed once, beside the experiment
+    results = [json.loads(line) for p in experiment.glob("*/result.json") for line in p.read_text().splitlines()]
+    assert {r["stage"] for r in results} == {"sample", "full"}
+    # the written best is the trial's model: its merge manifest has the trial's weights
+    merged = json.loads((workdir / "sweep" / BEST / "boom_merge.json").read_text())
+    assert [m["parameters"]["weight"] for m in merged["models"]] == [summary["weights"]["bag50"],
+                                                                      summary["weights"]["bag100"]]
+
+
+def test_a_trial_bundle_no_node_holds_fails_before_any_trial(ray_session, bag_models, tmp_path):
+    from boom_ray.cluster import ClusterError
+
+    workdir = tmp_path / "run"
+    shutil.copytree(bag_models / "models", workdir / "models")
+    cfg = sweep_config(workdir, write_suite(tmp_path / "dev_suite"), trial_cpus=3)  # the session Ray has 2
+    with pytest.raises(ClusterError, match=r"sweep.trial_cpus / eval.encoder_gpus asks for CPU=3 per trial, "
+                                           r"which no node of this Ray cluster holds"):
+        run_sweep(cfg)
+    assert not list((workdir / "sweep").glob("sweep-*/*"))  # no trial started

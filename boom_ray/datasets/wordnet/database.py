@@ -1,4 +1,4 @@
-"""Read the WordNet 3.0 database (Debian `wordnet-base`) and run `boom build-wordnet`.
+"""Read the WordNet 3.0 database (Debian `wordnet-base`).
 
 The data files (`data.noun`, `data.verb`, `data.adj`, `data.adv`) hold one synset per line,
 in the "wndb" format:
@@ -11,13 +11,12 @@ its file (which is how we tell a real, unmodified database from something else).
 start with two spaces are the licence header. A gloss is a definition followed by quoted
 usage examples: `definition; "example one"; "example two"`.
 
-This module only parses; `wordnet_tasks` turns the parsed synsets into a training corpus and
+This module only parses; `tasks` turns the parsed synsets into a training corpus and
 evaluation suites.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,30 +201,3 @@ def load_wordnet(wordnet_dir: str | Path, parts_of_speech: Iterable[str] = "nvar
     if synsets.get("n00001740") is None or synsets["n00001740"].words != ("entity",):
         raise WordNetError(f"{wordnet_dir}: synset 00001740 is not 'entity'; not WordNet 3.0")
     return WordNet(synsets=synsets, senses=senses)
-
-
-def main(args: argparse.Namespace) -> int:
-    """`boom build-wordnet`: parse the database, then build the corpus and suites."""
-    from boom_ray.data.wordnet_build import build
-    from boom_ray.data.wordnet_tasks import BuildOptions
-
-    options = BuildOptions(
-        seed=args.seed,
-        max_rows_per_task=getattr(args, "max_rows_per_task", None),
-        suite_size=getattr(args, "suite_size", BuildOptions.suite_size),
-        holdout=getattr(args, "holdout", BuildOptions.holdout),
-    )
-    summary = build(Path(args.wordnet_dir), Path(args.out), options, command=_command_line(args))
-    print(f"wrote {args.out}: {sum(summary['tasks'].values())} training rows in "
-          f"{len(summary['tasks'])} tasks, {len(summary['suites'])} evaluation suites")
-    return 0
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    parts = ["boom build-wordnet", f"--wordnet-dir {args.wordnet_dir}", f"--out {args.out}",
-             f"--seed {args.seed}"]
-    for flag in ("max_rows_per_task", "suite_size", "holdout"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            parts.append(f"--{flag.replace('_', '-')} {value}")
-    return " ".join(parts)

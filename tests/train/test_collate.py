@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 from boom_ray.model.embedder import Embedder
-from boom_ray.model.features import BatchRowError, build_features, sample_group
+from boom_ray.train.collate import BatchRowError, build_features, sample_group
 
 
 @pytest.fixture(scope="module")

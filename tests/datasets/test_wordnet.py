@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from boom_ray import cli
-from boom_ray.data.wordnet import WordNetError, load_wordnet, parse_data_line, read_lexnames, split_gloss
-from boom_ray.data.wordnet_build import build
-from boom_ray.data.wordnet_graph import path_similarity, siblings
-from boom_ray.data.wordnet_tasks import TASKS, BuildOptions, assign_splits, split_of
+from boom_ray.datasets.wordnet.database import WordNetError, load_wordnet, parse_data_line, read_lexnames, split_gloss
+from boom_ray.datasets.wordnet.build import build
+from boom_ray.datasets.wordnet.graph import path_similarity, siblings
+from boom_ray.datasets.wordnet.tasks import TASKS, BuildOptions, assign_splits, split_of
 
 WORDNET = Path("/usr/share/wordnet")
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "wordnet-sample"

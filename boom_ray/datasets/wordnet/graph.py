@@ -12,23 +12,24 @@ import itertools
 import random
 from typing import Callable, Iterable, Iterator
 
-from boom_ray.data.wordnet import ALSO_SEE, ANTONYM, HYPERNYM, HYPONYM, SIMILAR, Synset, WordNet
+from boom_ray.datasets.wordnet.database import ALSO_SEE, ANTONYM, HYPERNYM, HYPONYM, SIMILAR, Synset, WordNet
+
+
+def _related(wn: WordNet, key: str, pointers: tuple[str, ...], similar_for: str) -> list[str]:
+    """Synsets linked by `pointers`, plus the "similar to" links of adjectives of type `similar_for`."""
+    s = wn[key]
+    out = s.related(*pointers)
+    return out + s.related(SIMILAR) if s.ss_type == similar_for else out
 
 
 def parents(wn: WordNet, key: str) -> list[str]:
-    s = wn[key]
-    out = s.related(*HYPERNYM)
-    if s.ss_type == "s":
-        out += s.related(SIMILAR)
-    return out
+    """Hypernyms; a satellite adjective's parent is its head adjective."""
+    return _related(wn, key, HYPERNYM, "s")
 
 
 def children(wn: WordNet, key: str) -> list[str]:
-    s = wn[key]
-    out = s.related(*HYPONYM)
-    if s.ss_type == "a":
-        out += s.related(SIMILAR)
-    return out
+    """Hyponyms; a head adjective's children are its satellites."""
+    return _related(wn, key, HYPONYM, "a")
 
 
 def siblings(wn: WordNet, key: str) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from boom_ray.data.batch_plan import uses_in_batch_negatives
+from boom_ray.tasks import uses_in_batch_negatives
 from boom_ray.errors import BoomError
 
 

@@ -23,8 +23,8 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from boom_ray.data.wordnet import Synset, WordNet, WordNetError
-from boom_ray.data.wordnet_graph import children, parents, path_similarity, pick_negatives, walk
+from boom_ray.datasets.wordnet.database import Synset, WordNet, WordNetError
+from boom_ray.datasets.wordnet.graph import children, parents, path_similarity, pick_negatives, walk
 
 ID_POS = ("n", "a")
 OOD_POS = ("v", "r")

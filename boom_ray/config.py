@@ -9,13 +9,13 @@ config that silently falls back to a default costs a day of GPU time.
 from __future__ import annotations
 
 import os
-import re
 from importlib import import_module
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from boom_ray.errors import BoomError
+from boom_ray.errors import BoomError, describe_validation_errors
+from boom_ray.units import check_folder_name, parse_size  # noqa: F401  (parse_size re-exported)
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("bag", "train", "merge", "eval", "report")
@@ -33,33 +33,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6,
-               "MIB": 2**20, "G": 10**9, "GB": 10**9, "GIB": 2**30, "T": 10**12, "TB": 10**12,
-               "TIB": 2**40}
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a string such as ``"512MB"``, ``"1GiB"`` or ``"5e9"``."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a size such as 512MB, got {value!r}")
-    if isinstance(value, (int, float)):
-        return int(value)
-    match = _SIZE_RE.match(str(value))
-    if not match or match.group(2) is None and not match.group(1):
-        raise ValueError(f"expected a size such as 512MB or 1GiB, got {value!r}")
-    unit = (match.group(2) or "").upper()
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit in {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
-
-
 class CorpusConfig(Strict):
     path: str
     """Directory (nested folders allowed) or single file of FlagEmbedding JSONL / Parquet; local path or URI."""
     format: Literal["auto", "jsonl", "parquet"] = "auto"
     max_bad_fraction: float = Field(0.0, ge=0.0, le=1.0)
     """Fail the stage when more than this fraction of rows is bad (after writing the quarantine)."""
+    include: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    """Globs on task names (fnmatch): only `include` matches (default all) minus `exclude` matches are read."""
 
 
 class BaggingConfig(Strict):
@@ -72,6 +54,23 @@ class BaggingConfig(Strict):
     """Logical CPUs per Ray Data task that reads, validates and samples one source file."""
     chunk_rows: int = Field(8192, ge=16)
     """Rows parsed, validated and written at a time; bounds memory per task."""
+    strategy: Literal["random", "task", "cluster"] = "random"
+    """random: a bag per ratio (BOOM); task: a model per task or per group of `groups`; cluster: a
+    model per group of `groups` or per computed cluster of tasks (boom_ray/data/groups.py)."""
+    groups: dict[str, list[str]] | None = None
+    """Group name -> globs on task names (task and cluster strategies)."""
+    num_clusters: int = Field(4, ge=1)
+    cluster_sample: int = Field(256, ge=1)
+    """Computed clusters (no `groups`): how many, from how many queries per task."""
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_valid(cls, groups: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for name, globs in (groups or {}).items():
+            check_folder_name(name, "group name")
+            if not globs:
+                raise ValueError(f"group {name!r} has no task globs")
+        return groups
 
     @field_validator("ratios")
     @classmethod
@@ -153,6 +152,26 @@ class TrainConfig(Strict):
     """Bags whose trainers are submitted at once; default: all of them. Never sized from the
     cluster's current resources: on an autoscaling cluster the pending trainers are what make
     the autoscaler add nodes."""
+    schedule: Literal["shuffled", "sequential", "two_stage"] = "shuffled"
+    """Order of global batches (data/batch_plan.py): shuffled (BOOM), sequential, two_stage."""
+    kd_loss: Literal["kl_div", "m3_kd"] | None = None
+    """Distillation from the rows' pos_scores/neg_scores (FlagEmbedding's kd_loss_type); None: off."""
+    kd_temperature: float = Field(1.0, gt=0.0)
+    """Teacher targets are softmax(teacher scores / kd_temperature); 1.0 is FlagEmbedding's softmax."""
+    matryoshka_dims: list[int] | None = None
+    matryoshka_weights: list[float] | None = None
+    """The loss summed over embeddings truncated to these sizes, renormalised (weights default 1)."""
+    mask_false_negatives: bool = True
+    """Mask in-batch candidates whose text equals the row's positive (other rows' copies of it)."""
+
+    @model_validator(mode="after")
+    def _matryoshka_valid(self) -> "TrainConfig":
+        dims, weights = self.matryoshka_dims, self.matryoshka_weights
+        if dims is not None and (not dims or any(d < 1 for d in dims) or len(set(dims)) != len(dims)):
+            raise ValueError(f"matryoshka_dims must be distinct positive sizes, got {dims}")
+        if weights is not None and (dims is None or len(weights) != len(dims) or any(w < 0 for w in weights)):
+            raise ValueError(f"matryoshka_weights needs one non-negative weight per matryoshka dim, got {weights}")
+        return self
 
 
 class MergeSpec(Strict):
@@ -202,6 +221,8 @@ class EvalConfig(Strict):
     encoder_gpus: float = Field(0.0, ge=0)
     ray_min_texts: int = Field(2048, ge=0)
     """Inputs of at least this many texts are embedded by the Ray Data actor pool; smaller ones in-process."""
+    dims: list[int] | None = None
+    """Also score every suite at these truncated embedding sizes (Matryoshka; renormalised)."""
 
 
 class SweepConfig(Strict):
@@ -315,33 +336,13 @@ class RunConfig(Strict):
         return data
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _describe(errors: list[dict[str, Any]], source: str) -> str:
-    lines = [f"{source}: invalid run configuration:"]
-    for err in errors:
-        where = _loc(err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key")
-        elif err["type"] == "missing":
-            lines.append(f"  {where}: required key is missing")
-        else:
-            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def validate_config(data: Any, source: str = "<config>") -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors(), source)) from None
+        raise ConfigError(describe_validation_errors(exc.errors(), source)) from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
-from boom_ray import storage
+from boom_ray import leftovers, storage
 from boom_ray.config import STAGES, RunConfig
 from boom_ray.errors import BoomError
 
@@ -111,6 +111,8 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any
     init_ray(cfg.ray)
     fs, root = storage.resolve(cfg.workdir)
     fs.create_dir(root, recursive=True)
+    for leftover in leftovers.remove_stale_leftovers(cfg.workdir):  # what crashed runs left anywhere
+        print(f"removed {leftover.path}: stale staging {leftover.kind}, {leftover.bytes} bytes ({leftover.reason})")
     manifest_path = storage.join(root, "run.json")
     records = [StageRecord(name) for name in STAGES]
     manifest = {"config": cfg.model_dump(mode="json"), "versions": versions(), "started": _now(),

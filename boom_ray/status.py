@@ -2,7 +2,7 @@
 
 Stages from `run.json`; each bag as bagged / trained / training (its last checkpointed step) /
 failed / not started; each merge; the latest report scores; and every staging leftover, live or
-stale, that a crash left behind (storage.list_leftovers).
+stale, that a crash left behind (leftovers.list_leftovers).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray import storage
-from boom_ray.config import STAGES, RunConfig, bag_name
+from boom_ray import leftovers, storage
+from boom_ray.config import STAGES, RunConfig
+from boom_ray.data.bags import run_bags
 from boom_ray.train.runs import STATE_FILE
 
 
@@ -53,7 +54,7 @@ def run_status(cfg: RunConfig) -> dict[str, Any]:
         return {"workdir": cfg.workdir, "exists": False}
     record = storage.read_json_or_none(fs, storage.join(root, "run.json")) or {}
     stages = {name: (record.get("stages", {}).get(name) or {}).get("status", "not run") for name in STAGES}
-    bags = [bag_status(cfg, fs, root, bag_name(r), record) for r in cfg.bagging.ratios]
+    bags = [bag_status(cfg, fs, root, bag, record) for bag in run_bags(cfg, required=False)]
     merges = []
     for spec in cfg.merge.merges:
         manifest = storage.read_json_or_none(fs, storage.join(root, "merges", spec.name, "boom_merge.json"))
@@ -68,7 +69,7 @@ def run_status(cfg: RunConfig) -> dict[str, Any]:
                 scores[posixpath.basename(info.path)[:-5]] = {k: results.get(k) for k in ("id_mean", "ood_mean")}
     return {"workdir": cfg.workdir, "exists": True, "stages": stages, "bags": bags, "merges": merges,
             "scores": scores, "report": storage.exists(fs, storage.join(root, "report.md")),
-            "leftovers": [dataclasses.asdict(x) for x in storage.list_leftovers(cfg.workdir)]}
+            "leftovers": [dataclasses.asdict(x) for x in leftovers.list_leftovers(cfg.workdir)]}
 
 
 def format_status(status: dict[str, Any]) -> str:

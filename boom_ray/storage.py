@@ -9,6 +9,13 @@ copied to another node keeps its identity, an edited one changes it, at a few re
 Atomic outputs: stages never leave a partial output where a finished one is expected; they write
 under a temporary sibling name and rename it into place on success (`staged_dir`, `write_bytes`,
 `write_json`).
+
+Nothing is left behind by a crash either. A staging folder `.tmp-<name>-<hex>` has an owner
+file beside it (`.tmp-<name>-<hex>.owner`: host, pid, heartbeat every HEARTBEAT_S seconds), and
+whoever stages the same target later removes the siblings whose writer is gone: a process of
+this host that no longer runs, or one elsewhere silent for LEASE_S; a folder without an owner
+file (older versions) goes once nothing in it changed for LEASE_S, a `write_json` temporary once
+older than TEMP_FILE_GRACE_S (boom_ray/leftovers.py, which also lists what is left under a work dir).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import uuid
 from typing import Any, Iterator
 
 import pyarrow.fs as pafs
-
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) of a local path or a URI such as file:///x or s3://bucket/x."""
@@ -58,7 +64,10 @@ def read_json_or_none(fs: pafs.FileSystem, path: str) -> Any:
 
 def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write a file atomically: a reader sees the old file or the whole new one, never half."""
+    from boom_ray.leftovers import clean_stale_siblings
+
     fs.create_dir(posixpath.dirname(path), recursive=True)
+    clean_stale_siblings(fs, path)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with fs.open_output_stream(tmp) as f:
@@ -106,19 +115,33 @@ def temp_name(final: str) -> str:
 def staged_dir(fs: pafs.FileSystem, final: str, *, replace: bool = True) -> Iterator[str]:
     """Yield a temporary directory next to `final`; on success it replaces `final`, on error it is
     deleted, so `final` only ever holds a finished output."""
-    tmp = temp_name(final)
-    fs.create_dir(tmp, recursive=True)
-    try:
+    with staging(fs, final) as tmp:
         yield tmp
-    except BaseException:
+        if exists(fs, final):
+            if not replace:
+                raise FileExistsError(final)
+            remove(fs, final)
+        move_dir(fs, tmp, final)
+
+
+@contextlib.contextmanager
+def staging(fs: pafs.FileSystem, final: str) -> Iterator[str]:
+    """A new staging folder for `final` (`temp_name`), owned by this process while the block runs:
+    stale staging leftovers of `final` are removed first, the owner file is kept fresh, and the
+    folder (unless moved into place) and its owner file are deleted when the block ends."""
+    from boom_ray.leftovers import Heartbeat, clean_stale_siblings, owner_record
+
+    fs.create_dir(posixpath.dirname(final), recursive=True)
+    clean_stale_siblings(fs, final)
+    tmp = temp_name(final)
+    heartbeat = Heartbeat(fs, tmp + ".owner", owner_record(final))  # owner file first: the folder is never unowned
+    try:
+        fs.create_dir(tmp, recursive=True)
+        yield tmp
+    finally:
+        heartbeat.stop()
         remove(fs, tmp)
-        raise
-    if exists(fs, final):
-        if not replace:
-            remove(fs, tmp)
-            raise FileExistsError(final)
-        remove(fs, final)
-    move_dir(fs, tmp, final)
+        remove(fs, tmp + ".owner")
 
 
 def _listing(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:

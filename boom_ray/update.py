@@ -46,8 +46,10 @@ def sample_sources(cfg: RunConfig) -> tuple[str, str]:
     assert cfg.update is not None
     history = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "history"),
                            "corpus.path": cfg.update.old_corpus,
-                           "bagging.ratios": [cfg.update.history_ratio]})
-    new = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "new"), "bagging.ratios": [1.0]})
+                           "bagging.ratios": [cfg.update.history_ratio],
+                           "bagging.strategy": "random"})  # an update samples by ratio, never by group
+    new = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "new"), "bagging.ratios": [1.0],
+                       "bagging.strategy": "random"})
     for part in (history, new):
         run_bagging(part)
     return (bag_dir(history.workdir, bag_name(cfg.update.history_ratio)),
@@ -220,4 +222,7 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
     }
     fs, root = storage.resolve(cfg.workdir)
     storage.write_json(fs, posixpath.join(root, "update.json"), record)
+    from boom_ray.cards.write import write_update_card
+
+    write_update_card(request, merged, update_model, cfg.merge, record, scores.get("updated"))
     return record

@@ -75,3 +75,19 @@ def test_update_trains_merges_and_records_lineage(ray_session, tmp_path, minilm_
     assert json.loads((tmp_path / "work" / "update.json").read_text())["data"] == record["data"]
     train_manifest = json.loads((tmp_path / "work" / "models" / "update" / "boom_train.json").read_text())
     assert train_manifest["request"]["model"]["name_or_path"] == str(minilm_path)
+    # model cards: the update export's, and the updated model's naming its lineage, with its scores
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from boom_ray.merge.request import from_mergekit
+    from boom_ray.cards.build import mergekit_yaml_from_card
+
+    export_card = ModelCard.load(tmp_path / "work" / "models" / "update" / "README.md")
+    assert "140 training rows" in export_card.text and "- history: 80 rows" in export_card.text
+    card = ModelCard.load(merged / "README.md")
+    assert "incremental-update" in card.data.tags and card.data.base_model is None  # a local folder, no hub id
+    assert f"An incremental update of `{minilm_path}`" in card.text and "60 new rows" in card.text
+    assert {r.metric_value for r in card.data.eval_results} >= {round(record["scores"]["updated"]["id_mean"], 6)}
+    request = from_mergekit(yaml.safe_load(mergekit_yaml_from_card(card.text)))
+    assert [m.parameters["weight"] for m in request.models] == [200 / 1e6, 60 / 1e6]
+    assert [m.path for m in request.models] == [m["path"] for m in manifest["models"]]

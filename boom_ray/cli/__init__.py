@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "update": "update",
     "status": "status",
+    "ablations": "ablations",
 }
 
 

@@ -1,4 +1,4 @@
-"""`boom eval --model DIR --suite DIR [--suite DIR ...] [--out results.json]`.
+"""`boom eval --model DIR --suite DIR [--suite DIR ...] [--out results.json] [--mteb-dir DIR] [--prompts MODE]`.
 
     boom eval --model runs/x/merges/multislerp --suite suites/nfcorpus --suite suites/sts --out results.json
 """
@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="results.json", help="write results as JSON")
     p.add_argument("--instruction", help="query instruction for suites without one")
     p.add_argument("--domain", choices=["in", "out"], help="domain for suites without suite.json")
+    p.add_argument("--prompts", choices=["declared", "model", "none"], default="declared",
+                   help="declared: suite/--instruction, else the model's own prompt (default); "
+                        "model: the model's own prompt only; none: no prompt")
+    p.add_argument("--mteb-dir", metavar="DIR", help="also write one mteb TaskResult JSON per suite here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,10 +31,15 @@ def run(args: argparse.Namespace) -> int:
 
     eval_cfg = eval_config_from_args(args)
     results = evaluate_model(args.model, args.suite, eval_cfg, default_domain=args.domain,
-                             default_instruction=args.instruction, show_progress=True)
+                             default_instruction=args.instruction, show_progress=True, prompts=args.prompts)
     print(format_table(results))
     if args.out:
         fs, path = resolve(args.out)
         write_json(fs, path, results)
         print(f"results written to {args.out}")
+    if args.mteb_dir:
+        from boom_ray.eval.mteb_results import write_task_results
+
+        write_task_results(args.mteb_dir, results)
+        print(f"mteb TaskResult files written to {args.mteb_dir}")
     return 0

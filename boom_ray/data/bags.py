@@ -14,12 +14,41 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from boom_ray import storage
+from boom_ray.config import RunConfig, bag_name
 from boom_ray.data.corpus import BAG_SCHEMA
 from boom_ray.errors import BoomError
 
 
+PLAN_FILE = "plan.json"
+"""`<workdir>/bags/plan.json`: the bags of the task and cluster strategies (written by `boom bag`)."""
+
+
 def bag_dir(workdir: str, bag: str) -> str:
     return posixpath.join(workdir, "bags", bag)
+
+
+def read_plan(workdir: str) -> dict | None:
+    fs, path = storage.resolve(workdir)
+    return storage.read_json_or_none(fs, posixpath.join(path, "bags", PLAN_FILE))
+
+
+def run_bags(cfg: RunConfig, *, required: bool = True) -> dict[str, float]:
+    """The run's bags in order, each with its default merge weight.
+
+    random strategy: bag20 ... bag100 from `bagging.ratios`, weighted by their ratio (BOOM).
+    task / cluster: the groups `boom bag` wrote to plan.json, each weighted by its share of the
+    corpus's valid rows: the same data-size rule as the ratios (and as the paper's 2.8 / 4.3 for
+    an update), so a model trained on more data counts more. Without a plan (bags not made yet):
+    an error, or {} when not `required` (the report of a run that has not bagged)."""
+    if cfg.bagging.strategy == "random":
+        return {bag_name(r): r for r in cfg.bagging.ratios}
+    plan = read_plan(cfg.workdir)
+    if plan is None or plan.get("strategy") != cfg.bagging.strategy:
+        if not required:
+            return {}
+        raise BoomError(f"{cfg.workdir}: no bags of strategy {cfg.bagging.strategy!r} yet (no bags/{PLAN_FILE}); "
+                        "run `boom bag --config ...` first")
+    return {name: float(plan["weights"][name]) for name in plan["bags"]}
 
 
 def read_manifest(bag_uri: str) -> dict | None:

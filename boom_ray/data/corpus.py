@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -30,8 +31,12 @@ ROW_SCHEMA = pa.schema([
     ("neg", pa.list_(pa.string())),
     ("prompt", pa.string()),
     ("type", pa.string()),
+    ("pos_scores", pa.list_(pa.float64())),
+    ("neg_scores", pa.list_(pa.float64())),
 ])
-"""The FlagEmbedding columns; `prompt` and `type` may be null."""
+"""The FlagEmbedding columns; `prompt`, `type` and the teacher scores may be null."""
+SCORE_COLUMNS = {"pos_scores": "pos", "neg_scores": "neg"}
+"""Teacher scores for distillation (FlagEmbedding): one finite number per passage of the list."""
 
 BAG_SCHEMA = pa.schema([("task", pa.string()), ("source", pa.string()), ("line", pa.int64()),
                         *ROW_SCHEMA])
@@ -112,13 +117,29 @@ def _string_list_problem(name: str, value: Any, *, allow_empty: bool) -> str | N
     return None
 
 
+def _scores_problem(name: str, value: Any, passages: list) -> str | None:
+    if not isinstance(value, list):
+        return f"bad_type:{name}"
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            return f"bad_type:{name}"
+    if len(value) != len(passages):
+        return f"length_mismatch:{name}"
+    if not all(math.isfinite(item) for item in value):
+        return f"non_finite:{name}"
+    return None
+
+
 def row_problem(obj: Any) -> str | None:
     """Why a parsed row is not a valid FlagEmbedding row, or None when it is.
 
     Reasons: not_object, missing_query, bad_type:query, empty_query, missing_pos, bad_type:pos,
     empty_pos, empty_string:pos, missing_neg, bad_type:neg, empty_string:neg, bad_type:prompt,
-    empty_string:prompt, bad_type:type, empty_string:type. An empty `neg` list is allowed
-    (the row then trains on in-batch negatives only); `prompt` and `type` are optional.
+    empty_string:prompt, bad_type:type, empty_string:type, and for the optional teacher scores
+    bad_type:pos_scores (not a list of numbers), length_mismatch:pos_scores (not one score per
+    passage of `pos`), non_finite:pos_scores (NaN or infinite), the same for neg_scores. An empty
+    `neg` list is allowed (the row then trains on in-batch negatives only); `prompt`, `type`,
+    `pos_scores` and `neg_scores` are optional.
     """
     if not isinstance(obj, dict):
         return "not_object"
@@ -145,6 +166,9 @@ def row_problem(obj: Any) -> str | None:
             return f"bad_type:{name}"
         if not value.strip():
             return f"empty_string:{name}"
+    for name, passages in SCORE_COLUMNS.items():
+        if obj.get(name) is not None and (problem := _scores_problem(name, obj[name], obj[passages])):
+            return problem
     return None
 
 
@@ -168,6 +192,14 @@ def _all_valid(table: pa.Table) -> bool:
         present = pc.drop_null(table[name])
         if len(present):
             checks.append(pc.all(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(present)), 0)))
+    for name, passages in SCORE_COLUMNS.items():
+        scores = table[name]
+        same_length = pc.equal(pc.list_value_length(scores), pc.list_value_length(table[passages]))
+        checks.append(pc.all(pc.or_kleene(pc.is_null(scores), same_length)))
+        items = pc.list_flatten(scores)
+        if len(items):
+            checks.append(pc.all(pc.is_valid(items)))
+            checks.append(pc.all(pc.is_finite(items)))
     return all(c.as_py() is not False for c in checks)
 
 

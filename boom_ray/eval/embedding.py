@@ -116,15 +116,22 @@ def stream_with_ray(texts: Sequence[str], model_path: str, eval_cfg: EvalConfig,
 
 class ModelEncoder:
     """The encoder the evaluators see for a model directory: ``encoder(texts, prompt)``,
-    ``encoder.stream(texts, prompt)`` and ``encoder.format_query(query, instruction)``.
+    ``encoder.stream(texts, prompt)``, ``encoder.format_query(query, instruction)`` and
+    ``encoder.document_prompt``.
+
+    Prompts follow `boom_ray.eval.prompts`: an instruction fills the model's query template; without
+    one, a query gets the model's declared prompt, and stays as it is when the model declares none.
+    ``use_model_prompts=False`` drops the model's prompts too (the report's "no prompt" scores).
 
     Small inputs go through a model loaded lazily in this process; inputs of at least
     ``eval_cfg.ray_min_texts`` texts go through the Ray Data actor pool."""
 
     def __init__(self, model_path: str, eval_cfg: EvalConfig | None = None, model_cfg: ModelConfig | None = None,
-                 show_progress: bool = False, embedder=None):
+                 show_progress: bool = False, embedder=None, use_model_prompts: bool = True):
         """`embedder`: a model already loaded in this process (a sweep trial's resident one, with
         the trial's merged weights) to encode with, instead of loading `model_path`."""
+        from boom_ray.eval.prompts import DeclaredPrompts, declared_prompts
+
         self.model_path = model_path
         self.eval_cfg = eval_cfg or EvalConfig()
         self.model_cfg = model_cfg
@@ -136,11 +143,18 @@ class ModelEncoder:
             from boom_ray.model.settings import resolve_model_config
 
             self.settings = resolve_model_config(model_path, model_cfg)
+        self.declared = declared_prompts(model_path, model_cfg) if use_model_prompts else DeclaredPrompts()
+        self.document_prompt = self.declared.document
         self.show_progress = show_progress
         self._local = embedder
 
     def format_query(self, query: str, instruction: str | None = None) -> str:
-        instruction = self.settings.default_instruction if instruction is None else instruction
+        if instruction is None:
+            if self.declared.query_prefix is not None:
+                return self.declared.query_prefix + query
+            if not self.declared.from_config:
+                return query
+            instruction = self.settings.default_instruction
         return self.settings.query_template.format(instruction=instruction, query=query)
 
     def _uses_ray(self, n: int) -> bool:

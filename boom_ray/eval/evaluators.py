@@ -4,8 +4,9 @@ optionally with ``stream(texts, prompt)`` yielding ``(row indices, embeddings)``
 retrieval corpora so they are never held whole) and ``format_query(query, instruction)``.
 
 Prompt convention (the one Qwen3-Embedding / E5-instruct use for MTEB):
-- retrieval: queries are ``format_query(query, instruction)``; with no instruction the model's
-  default instruction applies; documents get no prompt.
+- retrieval: queries are ``format_query(query, instruction)``; with no instruction the encoder
+  applies what the model declares (`boom_ray.eval.prompts`), and a model that declares nothing gets
+  its queries as they are; documents get ``encoder.document_prompt`` (None: no prompt).
 - sts, classification, clustering (symmetric): every text is formatted as a query with the suite's
   instruction when the suite (or the CLI) gives one; without one, texts are embedded as they are.
 """
@@ -36,11 +37,12 @@ def _format_query(encoder: Any) -> Callable[[str, str | None], str]:
 
 
 def _stream(encoder: Any, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    prompt = getattr(encoder, "document_prompt", None)
     stream = getattr(encoder, "stream", None)
     if stream is not None:
-        yield from stream(texts, None)
+        yield from stream(texts, prompt)
     else:
-        yield np.arange(len(texts)), np.asarray(encoder(list(texts), None))
+        yield np.arange(len(texts)), np.asarray(encoder(list(texts), prompt))
 
 
 def _symmetric_texts(encoder: Any, texts: Sequence[str], suite: Suite) -> list[str]:
@@ -59,7 +61,7 @@ def evaluate_retrieval(suite: RetrievalSuite, encoder: EncodeFn) -> dict[str, An
         top.update(docs, rows)
     _, indices = top.result()
     ranked = [[suite.corpus_ids[j] for j in row] for row in indices]
-    out = metrics.retrieval_metrics(ranked, [suite.qrels[q] for q in suite.query_ids])
+    out = metrics.retrieval_metrics(ranked, [suite.qrels[q] for q in suite.query_ids], per_unit=True)
     out["corpus_size"] = len(suite.corpus_ids)
     return out
 
@@ -68,23 +70,26 @@ def evaluate_sts(suite: STSSuite, encoder: EncodeFn) -> dict[str, Any]:
     texts = _symmetric_texts(encoder, suite.sentences1 + suite.sentences2, suite)
     emb = np.asarray(encoder(texts, None))
     n = len(suite.sentences1)
-    return metrics.sts_metrics(emb[:n], emb[n:], suite.scores)
+    return metrics.sts_metrics(emb[:n], emb[n:], suite.scores, per_unit=True)
 
 
 def evaluate_classification(suite: ClassificationSuite, encoder: EncodeFn, seed: int = 42) -> dict[str, Any]:
     texts = _symmetric_texts(encoder, suite.train_texts + suite.test_texts, suite)
     emb = np.asarray(encoder(texts, None))
     n = len(suite.train_texts)
-    return metrics.classification_metrics(emb[:n], suite.train_labels, emb[n:], suite.test_labels, seed=seed)
+    return metrics.classification_metrics(emb[:n], suite.train_labels, emb[n:], suite.test_labels, seed=seed,
+                                          per_unit=True)
 
 
 def evaluate_clustering(suite: ClusteringSuite, encoder: EncodeFn, seed: int = 42) -> dict[str, Any]:
     emb = np.asarray(encoder(_symmetric_texts(encoder, suite.texts, suite), None))
-    return metrics.clustering_metrics(emb, suite.labels, seed=seed)
+    return metrics.clustering_metrics(emb, suite.labels, seed=seed, per_unit=True)
 
 
 def evaluate_suite(suite: Suite, encoder: EncodeFn) -> dict[str, Any]:
-    """One suite's entry of a results file: its tags, every metric, and the main one."""
+    """One suite's entry of a results file: its tags, every metric, the main one, and ``units``: the
+    per-query / per-pair / per-item scores a paired bootstrap resamples (`boom_ray.eval.stats`),
+    kept out of the metric tables."""
     if isinstance(suite, RetrievalSuite):
         scores = evaluate_retrieval(suite, encoder)
     elif isinstance(suite, STSSuite):
@@ -96,5 +101,7 @@ def evaluate_suite(suite: Suite, encoder: EncodeFn) -> dict[str, Any]:
     else:  # pragma: no cover - load_suite only builds the four kinds
         raise TypeError(f"unknown suite type {type(suite).__name__}")
     main = MAIN_METRIC[suite.type]
+    units = scores.pop("units")
     return {"name": suite.name, "path": suite.path, "type": suite.type, "domain": suite.domain,
-            "instruction": suite.instruction, "main_metric": main, "main": scores[main], "metrics": scores}
+            "instruction": suite.instruction, "main_metric": main, "main": scores[main], "metrics": scores,
+            "units": units}

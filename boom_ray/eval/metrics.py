@@ -71,10 +71,13 @@ def exact_search(queries: np.ndarray, corpus: np.ndarray, k: int, corpus_chunk: 
 
 
 def retrieval_metrics(ranked: Sequence[Sequence[str]], qrels: Sequence[dict[str, int]],
-                      ndcg_k: int = 10, mrr_k: int = 10, recall_k: int = 100) -> dict[str, float]:
+                      ndcg_k: int = 10, mrr_k: int = 10, recall_k: int = 100, per_unit: bool = False
+                      ) -> dict[str, Any]:
     """Mean nDCG@k, MRR@k and Recall@k over queries with at least one relevant document.
 
-    `ranked[i]` is query i's ranked corpus ids (best first); `qrels[i]` its graded judgements."""
+    `ranked[i]` is query i's ranked corpus ids (best first); `qrels[i]` its graded judgements.
+    With `per_unit`, ``units`` holds each evaluated query's nDCG@k (what a bootstrap resamples;
+    `boom_ray.eval.stats`)."""
     ndcgs, mrrs, recalls = [], [], []
     for docs, rels in zip(ranked, qrels):
         relevant = {d for d, g in rels.items() if g > 0}
@@ -90,8 +93,11 @@ def retrieval_metrics(ranked: Sequence[Sequence[str]], qrels: Sequence[dict[str,
         recalls.append(len(relevant.intersection(docs[:recall_k])) / len(relevant))
     if not ndcgs:
         raise ValueError("no query has a relevant document")
-    return {f"ndcg@{ndcg_k}": float(np.mean(ndcgs)), f"mrr@{mrr_k}": float(np.mean(mrrs)),
-            f"recall@{recall_k}": float(np.mean(recalls)), "num_queries": len(ndcgs)}
+    out: dict[str, Any] = {f"ndcg@{ndcg_k}": float(np.mean(ndcgs)), f"mrr@{mrr_k}": float(np.mean(mrrs)),
+                           f"recall@{recall_k}": float(np.mean(recalls)), "num_queries": len(ndcgs)}
+    if per_unit:
+        out["units"] = {"statistic": "mean", "values": [float(v) for v in ndcgs]}
+    return out
 
 
 def _one_thread():
@@ -103,18 +109,24 @@ def _one_thread():
     return threadpool_limits(limits=1)
 
 
-def sts_metrics(emb1: np.ndarray, emb2: np.ndarray, gold: Sequence[float]) -> dict[str, float]:
-    """Spearman (main) and Pearson correlation of pairwise cosine with the gold scores."""
+def sts_metrics(emb1: np.ndarray, emb2: np.ndarray, gold: Sequence[float], per_unit: bool = False
+                ) -> dict[str, Any]:
+    """Spearman (main) and Pearson correlation of pairwise cosine with the gold scores; with
+    `per_unit`, ``units`` holds each pair's cosine and gold score."""
     from scipy.stats import pearsonr, spearmanr
 
     cos = np.sum(l2_normalize(emb1) * l2_normalize(emb2), axis=1)
     gold_arr = np.asarray(gold, dtype=np.float64)
-    return {"spearman": float(spearmanr(cos, gold_arr).statistic),
-            "pearson": float(pearsonr(cos, gold_arr).statistic), "num_pairs": len(gold_arr)}
+    out: dict[str, Any] = {"spearman": float(spearmanr(cos, gold_arr).statistic),
+                           "pearson": float(pearsonr(cos, gold_arr).statistic), "num_pairs": len(gold_arr)}
+    if per_unit:
+        out["units"] = {"statistic": "spearman", "x": [float(v) for v in cos], "y": gold_arr.tolist()}
+    return out
 
 
 def classification_metrics(train_emb: np.ndarray, train_labels: Sequence[Any], test_emb: np.ndarray,
-                           test_labels: Sequence[Any], seed: int = 42, max_iter: int = 1000) -> dict[str, float]:
+                           test_labels: Sequence[Any], seed: int = 42, max_iter: int = 1000,
+                           per_unit: bool = False) -> dict[str, Any]:
     """Logistic regression fitted on the train embeddings, scored on the test ones (MTEB's linear probe)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
@@ -124,12 +136,18 @@ def classification_metrics(train_emb: np.ndarray, train_labels: Sequence[Any], t
         clf.fit(np.asarray(train_emb, dtype=np.float64), [str(x) for x in train_labels])
         pred = clf.predict(np.asarray(test_emb, dtype=np.float64))
     gold = [str(x) for x in test_labels]
-    return {"accuracy": float(accuracy_score(gold, pred)),
-            "f1_macro": float(f1_score(gold, pred, average="macro")), "num_test": len(gold)}
+    out: dict[str, Any] = {"accuracy": float(accuracy_score(gold, pred)),
+                           "f1_macro": float(f1_score(gold, pred, average="macro")), "num_test": len(gold)}
+    if per_unit:  # each test item right (1) or wrong (0): accuracy is their mean
+        out["units"] = {"statistic": "mean", "values": [float(p == g) for p, g in zip(pred, gold)]}
+    return out
 
 
-def clustering_metrics(emb: np.ndarray, labels: Sequence[Any], seed: int = 42) -> dict[str, float]:
-    """k-means with k = number of distinct labels (seeded, on unit vectors), scored by V-measure."""
+def clustering_metrics(emb: np.ndarray, labels: Sequence[Any], seed: int = 42, per_unit: bool = False
+                       ) -> dict[str, Any]:
+    """k-means with k = number of distinct labels (seeded, on unit vectors), scored by V-measure;
+    with `per_unit`, ``units`` holds each text's cluster and gold label (the clustering is not
+    refitted on a bootstrap resample, only re-scored)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import v_measure_score
 
@@ -137,4 +155,8 @@ def clustering_metrics(emb: np.ndarray, labels: Sequence[Any], seed: int = 42) -
     k = len(set(gold))
     with _one_thread():
         pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(l2_normalize(emb).astype(np.float64))
-    return {"v_measure": float(v_measure_score(gold, pred)), "num_clusters": k, "num_texts": len(gold)}
+    out: dict[str, Any] = {"v_measure": float(v_measure_score(gold, pred)), "num_clusters": k,
+                           "num_texts": len(gold)}
+    if per_unit:
+        out["units"] = {"statistic": "v_measure", "pred": [int(p) for p in pred], "gold": gold}
+    return out

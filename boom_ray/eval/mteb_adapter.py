@@ -9,7 +9,9 @@
 Prompts follow the convention boom-ray's own evaluators use: documents are embedded as they are;
 queries get ``format_query(text, instruction)`` with the task's instruction (mteb's task prompt,
 or ``instructions[task name]`` / ``instructions[task type]`` given here), falling back to the
-model's default instruction; symmetric tasks (no prompt type) get the instruction when there is one.
+prompt the model itself declares (`boom_ray.eval.prompts`). A model that declares no prompt and
+is given no `instructions` is treated as mteb treats a plain sentence-transformers model: no task
+prompts, texts as they are. Symmetric tasks (no prompt type) get the instruction when there is one.
 """
 
 from __future__ import annotations
@@ -36,22 +38,30 @@ class MtebEncoder(AbsEncoder):
                  model_cfg: ModelConfig | None = None, **kwargs: Any):
         from boom_ray.model.embedder import Embedder
 
+        from boom_ray.eval.prompts import declared_prompts
+
         self.model = Embedder.from_pretrained(model_name, model_cfg, device=device)
+        self.declared = declared_prompts(model_name, model_cfg)
         self.batch_size = batch_size
         self.prompts_dict = dict(instructions or {})
+        self.uses_instructions = bool(self.prompts_dict) or self.declared.query
         self.mteb_model_meta = ModelMeta.create_empty({
             "name": f"boom-ray/{model_name.rstrip('/').split('/')[-1]}", "revision": revision or "local",
             "similarity_fn_name": ScoringFunction.COSINE, "embed_dim": self.model.embedding_dim, "framework": ["PyTorch"],
-            "use_instructions": True,
+            "use_instructions": self.uses_instructions,
         })
 
     def texts_for(self, texts: list[str], task_metadata, prompt_type: PromptType | None) -> list[str]:
         """The exact strings the model sees for this task and prompt type."""
         if prompt_type == PromptType.document:
-            return texts
-        instruction = self.get_instruction(task_metadata, prompt_type) or None
-        if prompt_type == PromptType.query or instruction:
+            return [self.declared.document + t for t in texts] if self.declared.document else texts
+        instruction = (self.get_instruction(task_metadata, prompt_type) or None) if self.uses_instructions else None
+        if instruction:
             return [self.model.format_query(t, instruction) for t in texts]
+        if prompt_type == PromptType.query and self.declared.query_prefix is not None:
+            return [self.declared.query_prefix + t for t in texts]
+        if prompt_type == PromptType.query and self.declared.from_config:
+            return [self.model.format_query(t, None) for t in texts]
         return texts
 
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str,

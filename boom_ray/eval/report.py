@@ -2,11 +2,12 @@
 
     boom report --config jobs/configs/demo.yaml
 
-Writes `<workdir>/report.md` (model x suite table with ID and OOD means) and `<workdir>/report.png`
-(ID mean vs OOD mean per model). Each model's results are cached in `<workdir>/eval/<key>.json`
-with a fingerprint of the model folder (file names, sizes, modification times) and of the
-evaluation (suite files, domains, instructions, prompt settings), so re-running the report after
-adding one merge evaluates only that merge.
+Writes `<workdir>/report.md` (model x suite table with ID and OOD means, intervals, merge-vs-bag
+headlines, out-of-domain scores by prompt), `<workdir>/report.png` (ID mean vs OOD mean per model)
+and `<workdir>/mteb_results/<model key>/<suite>.json` (mteb TaskResult layout). Each model's
+results are cached in `<workdir>/eval/<key>.json` with a fingerprint of the model folder (file
+names, sizes, modification times) and of the evaluation (suite files, domains, instructions,
+prompt settings), so re-running the report after adding one merge evaluates only that merge.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from boom_ray.config import RunConfig, bag_name
+from boom_ray.config import RunConfig
 from boom_ray.errors import BoomError
 from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
-EVAL_VERSION = 1
-"""Bump when scoring changes, so cached results from older code are recomputed."""
+MTEB_DIR = "mteb_results"
+"""`<workdir>/mteb_results/<model key>/<suite>.json`: the report's results in mteb's TaskResult layout."""
+
+EVAL_VERSION = 2
+"""Bump when scoring changes, so cached results from older code are recomputed (2: prompts only as
+declared, per-unit scores, out-of-domain prompt variants)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
     def finished(path: str) -> bool:
         return exists(*resolve(join(path, "config.json")))
 
-    for ratio in cfg.bagging.ratios:
-        name = bag_name(ratio)
+    from boom_ray.data.bags import run_bags
+
+    for name in run_bags(cfg, required=False):
         path = join(cfg.workdir, "models", name)
         if finished(path):
             models.append(RunModel(name, name, path, "bag"))
@@ -75,59 +81,108 @@ def eval_fingerprint(cfg: RunConfig) -> str:
     (suites by content: a job's working-dir upload gives them new modification times)."""
     suites = [[ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))},
                tree_digest(ref.path, content=True)] for ref in cfg.eval.suites]
+    truncated = {"dims": cfg.eval.dims} if cfg.eval.dims else {}  # absent by default: caches stay valid
     return stable_hash({"version": EVAL_VERSION, "suites": suites,
-                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set)})
+                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set), **truncated})
 
 
 def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any]]:
     """Results per model key, evaluating only models whose cached results are missing or stale."""
+    return evaluate_run_with_variants(cfg, force)[0]
+
+
+def prompt_variants(model: RunModel, suites: list, results: dict[str, Any], cfg: RunConfig,
+                    model_cfg) -> dict[str, Any]:
+    """The model's out-of-domain suites with its own advertised prompt only ("model") and with no
+    prompt ("none"); an evaluation that would repeat one already made is reused, not rerun."""
+    from boom_ray.eval.prompts import declared_prompts
+    from boom_ray.eval.results import summarize
+
+    ood = [s for s in suites if s.domain == "out"]
+    if not ood:
+        return {}
+    names = {s.name for s in ood}
+    same = summarize(model.path, [e for e in results["suites"] if e["name"] in names])
+    by_model = (evaluate_model(model.path, ood, cfg.eval, model_cfg=model_cfg, prompts="model")
+                if any(s.instruction for s in ood) else same)
+    declared = declared_prompts(model.path, model_cfg)
+    none = (evaluate_model(model.path, ood, cfg.eval, model_cfg=model_cfg, prompts="none")
+            if declared.query or declared.document else by_model)
+    return {"model": by_model, "none": none}
+
+
+def evaluate_run_with_variants(cfg: RunConfig, force: bool = False
+                               ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(results per model key, prompt variants per model key), from the cache where current."""
     if not cfg.eval.suites:
         raise BoomError("eval.suites is empty in the run config: there is nothing to evaluate")
     suites = load_suites(cfg.eval.suites)  # read once; a broken suite fails before any model loads
     fs, workdir = resolve(cfg.workdir)
     eval_fp = eval_fingerprint(cfg)
-    out = {}
+    out, variants = {}, {}
     for model in run_models(cfg):
         cache = join(workdir, "eval", f"{model.key}.json")
         fp = model_fingerprint(model.path)
         cached = None if force else read_json_or_none(fs, cache)
         if cached and cached.get("fingerprint") == fp and cached.get("eval_fingerprint") == eval_fp:
             log.info("%s: cached results are current", model.key)
-            out[model.key] = cached["results"]
+            out[model.key], variants[model.key] = cached["results"], cached.get("prompt_variants", {})
             continue
         print(f"evaluating {model.label} ({model.path})")
         model_cfg = cfg.model if model.kind == "base" else None
         results = evaluate_model(model.path, suites, cfg.eval, model_cfg=model_cfg, show_progress=True)
+        extra = prompt_variants(model, suites, results, cfg, model_cfg)
         write_json(fs, cache, {"model": model.path, "fingerprint": fp, "eval_fingerprint": eval_fp,
-                               "results": results})
-        out[model.key] = results
-    return out
+                               "results": results, "prompt_variants": extra})
+        out[model.key], variants[model.key] = results, extra
+    return out, variants
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, dict[str, Any]]) -> str:
+def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, dict[str, Any]],
+                    evidence: dict[str, Any] | None = None, variants: dict[str, dict[str, Any]] | None = None) -> str:
+    """The report: headlines and intervals (`evidence`, from report_stats.aggregate), the score
+    table, the out-of-domain prompt comparison (`variants`) and the model list."""
+    from boom_ray.eval.report_stats import render_headlines, render_intervals, render_prompt_comparison
+
     first = results[models[0].key]["suites"]
     head = ["model"] + [f"{s['name']} ({s['domain']}, {s['main_metric']})" for s in first] + ["ID mean", "OOD mean"]
-    lines = [f"# BOOM report: {cfg.workdir}", "",
-             "Each suite column shows the suite's main metric (nDCG@10 retrieval, Spearman STS, accuracy "
-             "classification, V-measure clustering); ID / OOD mean average them over in-domain / "
-             "out-of-domain suites.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"# BOOM report: {cfg.workdir}", ""]
+    if evidence is not None:
+        lines += render_headlines(evidence) + [""]
+    lines += ["Each suite column shows the suite's main metric (nDCG@10 retrieval, Spearman STS, accuracy "
+              "classification, V-measure clustering); ID / OOD mean average them over in-domain / "
+              "out-of-domain suites.", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in models:
         r = results[m.key]
         by_name = {s["name"]: s["main"] for s in r["suites"]}
         row = [m.label] + [_fmt(by_name.get(s["name"])) for s in first] + [_fmt(r["id_mean"]), _fmt(r["ood_mean"])]
         lines.append("| " + " | ".join(row) + " |")
+    if evidence is not None:
+        lines += render_intervals(evidence, models, [s["name"] for s in first])
+    lines += render_prompt_comparison(models, results, variants or {})
     lines += ["", "Models:", ""] + [f"- `{m.label}` ({m.kind}): `{m.path}`" for m in models]
     lines += ["", "![ID vs OOD](report.png)", ""]
     return "\n".join(lines)
 
 
-def render_chart(models: list[RunModel], results: dict[str, dict[str, Any]]) -> bytes:
-    """PNG: one labelled point per model at (ID mean, OOD mean); bars when one of the two is missing."""
+def _errors(evidence: dict[str, Any] | None, models: list[RunModel], agg: str) -> list[list[float]] | None:
+    """Asymmetric error bars (below, above) of each model's `agg` interval, or None."""
+    ivs = [((evidence or {}).get("intervals") or {}).get(m.key) for m in models]
+    ivs = [iv[agg] if iv else None for iv in ivs]
+    if not all(iv is not None and iv.lo is not None for iv in ivs):
+        return None
+    return [[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]]
+
+
+def render_chart(models: list[RunModel], results: dict[str, dict[str, Any]],
+                 evidence: dict[str, Any] | None = None) -> bytes:
+    """PNG: one labelled point per model at (ID mean, OOD mean), with 95 % error bars when the
+    evidence has them; bars when one of the two is missing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,7 +193,11 @@ def render_chart(models: list[RunModel], results: dict[str, dict[str, Any]]) -> 
     oods = [results[m.key]["ood_mean"] for m in models]
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
     if all(v is not None for v in ids + oods):
-        for m, x, y in zip(models, ids, oods):
+        xerr, yerr = _errors(evidence, models, "id_mean"), _errors(evidence, models, "ood_mean")
+        for i, (m, x, y) in enumerate(zip(models, ids, oods)):
+            if xerr and yerr:
+                ax.errorbar([x], [y], xerr=[[xerr[0][i]], [xerr[1][i]]], yerr=[[yerr[0][i]], [yerr[1][i]]],
+                            color=colors[m.kind], alpha=0.5, linewidth=1, capsize=2, zorder=2)
             ax.scatter([x], [y], color=colors[m.kind], s=40, zorder=3)
             ax.annotate(m.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
         ax.set_xlabel("in-domain mean (main metric)")
@@ -165,14 +224,23 @@ def render_chart(models: list[RunModel], results: dict[str, dict[str, Any]]) -> 
 def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     """Evaluate (with the cache) and write report.md + report.png; what the pipeline's last stage calls.
 
-    Returns {"report_md", "report_png", "markdown" (the text written), "results": {model key: results}}."""
+    Returns {"report_md", "report_png", "markdown" (the text written), "results": {model key: results},
+    "evidence" (intervals and differences, `report_stats.aggregate`), "prompt_variants"}."""
     models = run_models(cfg)
     if not models:
         raise BoomError(f"{cfg.workdir}: no model to report on (no base folder, models/<bag>/ or merges/<name>/)")
-    results = evaluate_run(cfg, force=force)
+    from boom_ray.eval.report_stats import aggregate
+
+    results, variants = evaluate_run_with_variants(cfg, force=force)
     fs, workdir = resolve(cfg.workdir)
     md_path, png_path = join(workdir, "report.md"), join(workdir, "report.png")
-    markdown = render_markdown(cfg, models, results)
+    evidence = aggregate([{"name": "run", "status": "ok", "models": results}], models)
+    markdown = render_markdown(cfg, models, results, evidence, variants)
     write_bytes(fs, md_path, markdown.encode())
-    write_bytes(fs, png_path, render_chart(models, results))
-    return {"report_md": md_path, "report_png": png_path, "markdown": markdown, "results": results}
+    write_bytes(fs, png_path, render_chart(models, results, evidence))
+    from boom_ray.eval.mteb_results import write_task_results
+
+    for m in models:  # mteb's TaskResult layout, one file per model and suite
+        write_task_results(join(cfg.workdir, MTEB_DIR, m.key), results[m.key])
+    return {"report_md": md_path, "report_png": png_path, "markdown": markdown, "results": results,
+            "evidence": evidence, "prompt_variants": variants}

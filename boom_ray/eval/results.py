@@ -15,16 +15,23 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _means(suites: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    return {"id_mean": _mean([s["main"] for s in suites if s["domain"] == "in"]),
+            "ood_mean": _mean([s["main"] for s in suites if s["domain"] == "out"]),
+            "mean": _mean([s["main"] for s in suites])}
+
+
 def summarize(model: str, suites: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The results document: per-suite entries plus the means of each suite's main metric over
-    in-domain (id_mean) and out-of-domain (ood_mean) suites; a mean is null with no such suite."""
-    return {
-        "model": model,
-        "suites": list(suites),
-        "id_mean": _mean([s["main"] for s in suites if s["domain"] == "in"]),
-        "ood_mean": _mean([s["main"] for s in suites if s["domain"] == "out"]),
-        "mean": _mean([s["main"] for s in suites]),
-    }
+    in-domain (id_mean) and out-of-domain (ood_mean) suites; a mean is null with no such suite.
+    Suites scored at truncated sizes (`eval.dims`: an entry's "dims") also get those means per
+    size under "by_dim" ({"256": {"id_mean": ..., ...}})."""
+    out = {"model": model, "suites": list(suites), **_means(suites)}
+    dims = sorted({d for s in suites for d in s.get("dims", {})}, key=int)
+    if dims:
+        out["by_dim"] = {d: _means([{**s, "main": s["dims"][d]["main"]} for s in suites if d in s.get("dims", {})])
+                         for d in dims}
+    return out
 
 
 def score(results: dict[str, Any], objective: str = "ood_mean/ndcg@10") -> float:

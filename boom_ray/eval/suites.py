@@ -241,19 +241,29 @@ def load_suite(path: str | os.PathLike[str], *, domain: str | None = None, instr
 
     `domain` / `instruction` override suite.json (a SuiteRef in the run config); `default_domain` /
     `default_instruction` only fill what suite.json leaves out (the CLI flags)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise SuiteError(f"{root}: suite directory not found")
+    if "://" in str(path):  # on object storage: read a local copy (cached per node), named as the URI
+        from boom_ray import storage
+
+        name = str(path).rstrip("/").rsplit("/", 1)[-1]
+        try:
+            root = Path(storage.local_dir(str(path)))
+        except FileNotFoundError:
+            raise SuiteError(f"{path}: suite directory not found") from None
+    else:
+        root = Path(path)
+        if not root.is_dir():
+            raise SuiteError(f"{root}: suite directory not found")
+        name = root.resolve().name
     meta = read_suite_json(root)
     base = {
-        "name": root.resolve().name,
-        "path": str(root),
+        "name": name,
+        "path": str(path),
         "type": meta.get("type", "retrieval"),
         "domain": domain or meta.get("domain") or default_domain or DEFAULT_DOMAIN,
         "instruction": instruction or meta.get("instruction") or default_instruction,
     }
     if base["domain"] not in ("in", "out"):
-        raise SuiteError(f"{root}: domain must be 'in' or 'out', got {base['domain']!r}")
+        raise SuiteError(f"{path}: domain must be 'in' or 'out', got {base['domain']!r}")
     kind = base["type"]
     if kind == "retrieval":
         return _read_retrieval(base, root, split)

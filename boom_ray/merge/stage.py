@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from boom_ray import storage
-from boom_ray.config import ConfigError, RunConfig, bag_name
+from boom_ray.config import ConfigError, RunConfig
 from boom_ray.merge.executor import human_bytes
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import (MANIFEST, MergeRequest, ModelInput,
@@ -19,8 +19,11 @@ from boom_ray.merge.task import MergeOutputExists, submit_merge
 
 
 def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
-    """bag name -> (exported model directory, ratio)."""
-    return {bag_name(r): (storage.join(cfg.workdir, "models", bag_name(r)), r) for r in cfg.bagging.ratios}
+    """bag name -> (exported model directory, default weight: the ratio, or for task / cluster
+    bags the share of the corpus rows, see `data.bags.run_bags`)."""
+    from boom_ray.data.bags import run_bags
+
+    return {name: (storage.join(cfg.workdir, "models", name), w) for name, w in run_bags(cfg).items()}
 
 
 def run_requests(cfg: RunConfig) -> list[tuple[str, MergeRequest]]:

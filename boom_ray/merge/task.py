@@ -25,6 +25,7 @@ from boom_ray.merge.executor import LocalInputs, MergeError, StreamingMerge, out
 from boom_ray.merge.files import copy_model_files
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import MANIFEST, MergeRequest, build_manifest, fingerprint
+from boom_ray.cards.write import write_merge_card
 
 
 class MergeOutputExists(MergeError):
@@ -77,6 +78,7 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
             build = staged if local_out else stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-out-"))
             summary = job.run(build)
             copy_model_files(files_from, build, request.dtype)
+            write_merge_card(request, cache, build, out, cfg)  # README.md: what went in, how to redo it
             manifest = build_manifest(request, fingerprints, summary, time.perf_counter() - began)
             storage.write_json(pafs.LocalFileSystem(), os.path.join(build, MANIFEST), manifest)
             if not local_out:

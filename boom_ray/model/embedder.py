@@ -59,6 +59,8 @@ class Embedder(torch.nn.Module):
         self.tokenizer = tokenizer
         self.config = config
         self.do_lower_case = do_lower_case
+        self.matryoshka_dims: list[int] | None = None
+        """Sizes the model was trained to be truncated to (train.matryoshka_dims); saved with it."""
         self._manual_eos = False
         self._eos_patch: str | None = None
         # last: every row must end at the same position; cls/mean: position 0 must be real
@@ -91,14 +93,15 @@ class Embedder(torch.nn.Module):
 
         local = resolve_model_path(path)
         resolved = resolve_local_model_config(path, local, config, overrides)
-        do_lower_case = bool(read_sentence_transformers_settings(local).get("_do_lower_case", False)
-                             if os.path.isdir(local) else False)
+        st_settings = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
+        do_lower_case = bool(st_settings.get("_do_lower_case", False))
         try:
             tokenizer = AutoTokenizer.from_pretrained(local)
             model = AutoModel.from_pretrained(local, **_load_kwargs(dtype, attn_implementation))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{path}: cannot load a Hugging Face model/tokenizer: {exc}") from None
         embedder = cls(model, tokenizer, resolved, do_lower_case=do_lower_case)
+        embedder.matryoshka_dims = st_settings.get("_matryoshka_dims")
         if device is not None:
             embedder.to(device)
         return embedder

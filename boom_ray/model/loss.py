@@ -14,6 +14,11 @@ Candidates of row i: with ``in_batch[i]`` every passage of the (global) batch - 
 of 1 positive + hard negatives, and every other row's positive and negatives; without it only
 its own group (classification / clustering rows, whose other rows may share their label).
 
+False negatives (``passage_ids``, train.mask_false_negatives): a passage whose text equals row
+i's positive but sits in another row's group (another query with the same positive, a duplicate
+row, another row's hard negative) would be scored as a negative of row i although it is its
+positive; such candidates are masked out of row i's softmax. Rows' own groups are never masked.
+
 Across ranks (``gather=True``) every rank contributes its passages to every rank's candidates.
 The gather keeps autograd: the gradient that any rank's loss sends to a passage flows back to
 the rank that computed it (summed). Each rank returns the mean over its own rows, L_r. Then
@@ -81,15 +86,20 @@ def _rank_offset() -> int:
     return 0
 
 
-def info_nce_loss(q: Tensor, p: Tensor, temperature: float, in_batch: Tensor | None = None,
-                  gather: bool = False) -> Tensor:
-    """Mean InfoNCE loss of this rank's B rows.
+def _gather_ids(ids: Tensor) -> Tensor:
+    """all_gather of integer ids (no gradient), in rank order."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ids
+    parts = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, ids.contiguous())
+    return torch.cat(parts, dim=0)
 
-    q: [B, d] normalised query embeddings. p: [B*G, d] normalised passages, row i's group at
-    ``p[i*G:(i+1)*G]`` with its positive first. temperature: logits are cosine / temperature.
-    in_batch: [B] bool, whether row i also competes against other rows' passages (default all
-    True). gather: take other rows' passages from every rank (see module docstring); every rank
-    must then pass the same B and G, and call it at the same step (it is a collective)."""
+
+def candidate_logits(q: Tensor, p: Tensor, temperature: float, in_batch: Tensor | None = None,
+                     gather: bool = False, passage_ids: Tensor | None = None) -> tuple[Tensor, Tensor, int]:
+    """(logits [B, N] in fp32 with masked candidates at -inf, labels [B]: the column of each row's
+    positive, group size G). The one definition of a row's candidates, shared by InfoNCE and the
+    distillation losses; arguments as for :func:`info_nce_loss`."""
     b = q.shape[0]
     if b == 0 or p.shape[0] % b:
         raise ValueError(f"info_nce_loss: {p.shape[0]} passages cannot be split into groups for {b} queries")
@@ -98,17 +108,38 @@ def info_nce_loss(q: Tensor, p: Tensor, temperature: float, in_batch: Tensor | N
     if gather:
         p = all_gather_with_grad(p)
         offset = _rank_offset() * b
+        if passage_ids is not None:
+            passage_ids = _gather_ids(passage_ids.to(q.device))
     logits = q @ p.T
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # softmax over logits up to 1/temperature = 50 needs fp32
     logits = logits / temperature
     rows = torch.arange(b, device=q.device) + offset
     labels = rows * g
+    col_group = torch.arange(p.shape[0], device=q.device) // g
+    own = col_group.unsqueeze(0) == rows.unsqueeze(1)
+    blocked = torch.zeros_like(own)
     if in_batch is not None:
         in_batch = in_batch.to(device=q.device, dtype=torch.bool)
-        if not bool(in_batch.all()):
-            col_group = torch.arange(p.shape[0], device=q.device) // g
-            own = col_group.unsqueeze(0) == rows.unsqueeze(1)
-            allowed = own | in_batch.unsqueeze(1)
-            logits = logits.masked_fill(~allowed, float("-inf"))
+        blocked |= ~(own | in_batch.unsqueeze(1))
+    if passage_ids is not None:
+        passage_ids = passage_ids.to(q.device)
+        blocked |= (passage_ids.unsqueeze(0) == passage_ids[labels].unsqueeze(1)) & ~own
+    if bool(blocked.any()):
+        logits = logits.masked_fill(blocked, float("-inf"))
+    return logits, labels, g
+
+
+def info_nce_loss(q: Tensor, p: Tensor, temperature: float, in_batch: Tensor | None = None,
+                  gather: bool = False, passage_ids: Tensor | None = None) -> Tensor:
+    """Mean InfoNCE loss of this rank's B rows.
+
+    q: [B, d] normalised query embeddings. p: [B*G, d] normalised passages, row i's group at
+    ``p[i*G:(i+1)*G]`` with its positive first. temperature: logits are cosine / temperature.
+    in_batch: [B] bool, whether row i also competes against other rows' passages (default all
+    True). gather: take other rows' passages from every rank (see module docstring); every rank
+    must then pass the same B and G, and call it at the same step (it is a collective).
+    passage_ids: [B*G] ids of the passages' texts; where given, other rows' copies of a row's
+    positive are masked out of its candidates (false negatives)."""
+    logits, labels, _ = candidate_logits(q, p, temperature, in_batch, gather, passage_ids)
     return torch.nn.functional.cross_entropy(logits, labels)

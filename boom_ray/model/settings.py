@@ -46,6 +46,7 @@ def resolve_local_model_config(path: str, local: str, config: ModelConfig | None
     (a remote folder is then copied once, not once per caller)."""
     st = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
     st.pop("_do_lower_case", None)
+    st.pop("_matryoshka_dims", None)
     base = config or ModelConfig()
     explicit = {k: getattr(base, k) for k in base.model_fields_set}
     unknown = set(overrides) - set(ModelConfig.model_fields)

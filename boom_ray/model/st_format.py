@@ -26,6 +26,11 @@ _ST_LEGACY_KEYS = {"pooling_mode_lasttoken": "last", "pooling_mode_mean_tokens":
 _ALL_LEGACY_KEYS = ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
                     "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
                     "pooling_mode_lasttoken")
+MATRYOSHKA_KEY = "matryoshka_dims"
+"""config_sentence_transformers.json key listing the sizes a Matryoshka model was trained for
+(train.matryoshka_dims). sentence-transformers ignores it; its own `truncate_dim` key would make
+every `encode` truncate, so it is left unset: load with ``SentenceTransformer(path,
+truncate_dim=d)`` for one of these sizes (first d coordinates; cosine similarity renormalises)."""
 _INSTRUCT_PROMPT_RE = re.compile(r"^Instruct: (?P<instruction>.*)\nQuery: $", re.DOTALL)
 
 
@@ -58,6 +63,8 @@ def read_sentence_transformers_settings(model_dir: str | Path) -> dict[str, Any]
             settings["pooling"] = _pooling_from_st(_read_json(pool_file), pool_file)
     st_config = model_dir / "config_sentence_transformers.json"
     if st_config.is_file():
+        if _read_json(st_config).get(MATRYOSHKA_KEY):
+            settings["_matryoshka_dims"] = [int(d) for d in _read_json(st_config)[MATRYOSHKA_KEY]]
         query_prompt = (_read_json(st_config).get("prompts") or {}).get("query")
         if query_prompt:
             match = _INSTRUCT_PROMPT_RE.match(query_prompt)
@@ -128,6 +135,7 @@ def write_sentence_transformers_files(model_dir: str | Path, embedder: "Embedder
         "prompts": prompts,
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
+        **({MATRYOSHKA_KEY: list(embedder.matryoshka_dims)} if embedder.matryoshka_dims else {}),
     })
 
 
@@ -138,3 +146,28 @@ def patch_tokenizer_config(model_dir: Path, **values: Any) -> None:
     cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
     cfg.update({k: v for k, v in values.items() if v is not None})
     cfg_file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
+def set_prompts(model_dir: str | Path, prompts: dict[str, str], default_prompt_name: str | None = None) -> None:
+    """Replace the `prompts` / `default_prompt_name` of a saved model's config_sentence_transformers.json
+    (an export advertises only the prompts its training used: `boom_ray.train.export.trained_prompts`)."""
+    path = Path(model_dir) / "config_sentence_transformers.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data["prompts"] = dict(prompts)
+    data["default_prompt_name"] = default_prompt_name
+    _dump(path, data)
+
+
+def read_st_prompts(model_dir: str | Path) -> tuple[dict[str, str], str | None]:
+    """(prompts, default_prompt_name) of a sentence-transformers folder; ({}, None) without one."""
+    path = Path(model_dir) / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, None
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    prompts = {str(k): v for k, v in (prompts or {}).items() if isinstance(v, str)}
+    default = data.get("default_prompt_name") if isinstance(data, dict) else None
+    return prompts, default if isinstance(default, str) else None

@@ -109,21 +109,74 @@ def write_export_zero3(embedder, workdir: str, bag: str, manifest: dict[str, Any
         info = stream_zero3_weights(embedder.model, is_rank0, local, max_shard_size)
         if not is_rank0:
             return None
-        return _publish(local, workdir, bag, {**(manifest or {}), "export": {"mode": "zero3-streamed", **info}})
+        return _publish(embedder, local, workdir, bag, {**(manifest or {}), "export": {"mode": "zero3-streamed", **info}})
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _publish(local: str, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
-    """Add the manifest to the local model folder and move/upload it to `<workdir>/models/<bag>/`."""
+MAX_NAMED_PROMPTS = 100
+"""Task prompts an export names in its sentence-transformers `prompts` (beyond that: none named)."""
+
+
+def bag_prompt_usage(bag_uri: str) -> tuple[int, dict[str, list[str]]]:
+    """(rows without a `prompt` of their own, {task: its distinct row prompts}) of a bag."""
+    import pyarrow.compute as pc
+
+    from boom_ray.data.bags import read_bag
+
+    table = read_bag(bag_uri, columns=["task", "prompt"])
+    prompt = table["prompt"]
+    missing = int(pc.sum(pc.or_kleene(pc.is_null(prompt), pc.equal(prompt, ""))).as_py() or 0)
+    pairs = table.filter(pc.invert(pc.fill_null(pc.equal(prompt, ""), True))).group_by(["task", "prompt"]).aggregate([])
+    tasks: dict[str, list[str]] = {}
+    for task, text in zip(pairs["task"].to_pylist(), pairs["prompt"].to_pylist()):
+        tasks.setdefault(task, []).append(text)
+    return missing, {t: sorted(p) for t, p in sorted(tasks.items())}
+
+
+def trained_prompts(query_template: str, default_instruction: str, rows_without_prompt: int,
+                    task_prompts: dict[str, list[str]]) -> dict[str, str]:
+    """The sentence-transformers `prompts` an export may advertise: the query texts its training used.
+
+    Training formats a query as `query_template` with the row's own `prompt`, else
+    `default_instruction` (`boom_ray.train.collate`). So the default instruction is a trained
+    `query` prompt only when some row had no prompt of its own (the DESIGN's reference recipe), or
+    when the template has no {instruction} slot (every row then got the same prefix). Each task
+    whose rows shared one prompt is named by its task (`SentenceTransformer.encode(...,
+    prompt_name=task)`). A template that is not a prefix (text after {query}) has no ST form."""
+    if not query_template.endswith("{query}") or query_template.count("{query}") != 1:
+        return {}
+    prefix = query_template[: -len("{query}")]
+    prompts: dict[str, str] = {}
+    if len(task_prompts) <= MAX_NAMED_PROMPTS:
+        prompts = {task: prefix.format(instruction=ps[0]) for task, ps in task_prompts.items() if len(ps) == 1}
+    if rows_without_prompt > 0 or "{instruction}" not in prefix:
+        prompts = {"query": prefix.format(instruction=default_instruction), "document": "", **prompts}
+    return prompts
+
+
+def _publish(embedder, local: str, workdir: str, bag: str, manifest: dict[str, Any]) -> str:
+    """Finish the local model folder and move/upload it to `<workdir>/models/<bag>/`: the prompts
+    training used (not the config's defaults), the manifest with the bag's row counts (merge cards
+    read them), and the model card."""
     import pyarrow.fs as pafs
 
+    from boom_ray.cards.write import bag_data, write_export_card
+    from boom_ray.data.bags import bag_dir, read_manifest
+    from boom_ray.model.st_format import set_prompts
+
+    fs, root = storage.resolve(workdir)
+    final = model_dir(root, bag)
+    missing, task_prompts = bag_prompt_usage(bag_dir(workdir, bag))
+    cfg = embedder.config
+    set_prompts(local, trained_prompts(cfg.query_template, cfg.default_instruction, missing, task_prompts))
+    bag_manifest = read_manifest(bag_dir(workdir, bag))
+    manifest = {**manifest, "data": bag_data(bag_manifest)}
     with open(os.path.join(local, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
-    fs, root = storage.resolve(workdir)
-    final = model_dir(root, bag)
+    write_export_card(local, bag=bag, final=final, manifest=manifest, bag_manifest=bag_manifest)
     with storage.staged_dir(fs, final) as staged:
         pafs.copy_files(local, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     return final
@@ -135,4 +188,4 @@ def write_export(embedder, model, state: dict, workdir: str, bag: str, manifest:
     with tempfile.TemporaryDirectory(prefix=f"boom-export-{bag}-") as tmp:
         local = os.path.join(tmp, "model")
         embedder.save(local, state_dict=state)
-        return _publish(local, workdir, bag, manifest)
+        return _publish(embedder, local, workdir, bag, manifest)

@@ -24,7 +24,7 @@ import torch
 from boom_ray.data.batch_plan import BatchPlan, plan_batches, rank_rows
 from boom_ray.errors import BoomError
 
-COLUMNS = ["task", "query", "pos", "neg", "prompt", "type"]
+COLUMNS = ["task", "query", "pos", "neg", "prompt", "type", "pos_scores", "neg_scores"]
 
 
 class BagTooSmallError(BoomError):
@@ -41,13 +41,18 @@ class MicroBatch:
     in_batch: torch.Tensor
     tokens: int
     """Real (non-padding) tokens of the queries and passages of this rank."""
+    passage_ids: torch.Tensor | None = None
+    """[B*group] int64 text hashes of the passages (false-negative masking)."""
+    teacher_scores: torch.Tensor | None = None
+    """[B, group] teacher scores of the sampled passages (distillation only)."""
 
 
 class BagFeed:
     """Micro batches of one rank over a bag table (rows in the bag's fixed order)."""
 
     def __init__(self, table, embedder, *, global_batch_size: int, group_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, name: str = "bag"):
+                 rank: int = 0, world_size: int = 1, name: str = "bag", schedule: str = "shuffled",
+                 teacher_scores: bool = False):
         from boom_ray.data.bags import task_index
 
         self.table = table
@@ -56,6 +61,8 @@ class BagFeed:
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.global_batch_size = global_batch_size
+        self.schedule = schedule
+        self.teacher_scores = teacher_scores
         self.task_rows, self.task_types = task_index(table)
         try:
             first = self.plan(0)
@@ -79,15 +86,16 @@ class BagFeed:
 
     def micro_batch(self, m: int) -> MicroBatch:
         """Features of micro step `m` for this rank (deterministic in seed, m and rank)."""
-        from boom_ray.train.collate import build_features
+        from boom_ray.train.collate import collate
 
         epoch, index = divmod(m, self.batches_per_epoch)
         batch = self.plan(epoch).batches[index]
         rows = self.table.take(rank_rows(batch, self.rank, self.world_size)).to_pylist()
         rng = np.random.default_rng([self.seed, m, self.rank])
-        q, p, in_batch = build_features(rows, self.embedder, self.group_size, rng)
+        c = collate(rows, self.embedder, self.group_size, rng, teacher_scores=self.teacher_scores)
+        q, p = c.query_features, c.passage_features
         tokens = int(q["attention_mask"].sum()) + int(p["attention_mask"].sum())
-        return MicroBatch(m, batch.task, q, p, in_batch, tokens)
+        return MicroBatch(m, batch.task, q, p, c.in_batch, tokens, c.passage_ids, c.teacher_scores)
 
     def iterate(self, start: int, stop: int, prefetch: int = 2) -> Iterator[MicroBatch]:
         """Micro batches start .. stop-1, built `prefetch` ahead in a background thread."""
@@ -103,7 +111,7 @@ def _cached_plan(feed: BagFeed, epoch: int) -> BatchPlan:
     if epoch not in cache:
         cache.clear()  # one epoch at a time is all a run needs
         cache[epoch] = plan_batches(feed.task_rows, feed.task_types, feed.global_batch_size, feed.seed,
-                                    epoch=epoch, world_size=feed.world_size)
+                                    epoch=epoch, world_size=feed.world_size, schedule=feed.schedule)
     return cache[epoch]
 
 

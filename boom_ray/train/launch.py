@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boom_ray import storage
-from boom_ray.config import RunConfig, TrainConfig, bag_name, explicit_settings
+from boom_ray.config import RunConfig, TrainConfig, explicit_settings
 from boom_ray.errors import BoomError
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,10 @@ class BagResult:
 
 
 def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
-    """`--bags`, else `train.bags`, else every bag of `bagging.ratios`."""
-    names = only or cfg.train.bags or [bag_name(r) for r in cfg.bagging.ratios]
+    """`--bags`, else `train.bags`, else every bag of the run (`data.bags.run_bags`)."""
+    from boom_ray.data.bags import run_bags
+
+    names = only or cfg.train.bags or list(run_bags(cfg))
     return list(dict.fromkeys(names))
 
 

@@ -102,6 +102,7 @@ def build_embedder(cfg: RunConfig, on_gpu: bool):
     from boom_ray.model.embedder import Embedder
 
     embedder = Embedder.from_pretrained(cfg.model.name_or_path, cfg.model, **load_options(cfg, on_gpu))
+    embedder.matryoshka_dims = cfg.train.matryoshka_dims or embedder.matryoshka_dims
     if cfg.train.gradient_checkpointing:
         embedder.gradient_checkpointing_enable()
     if cfg.model.lora is not None:
@@ -142,7 +143,7 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool,
     embedder = build_embedder(cfg, on_gpu)
     feed = BagFeed.from_uri(bag_uri, embedder, global_batch_size=cfg.train.global_batch_size,
                             group_size=cfg.train.group_size, seed=cfg.train.seed, rank=rank, world_size=world,
-                            name=bag)
+                            name=bag, schedule=cfg.train.schedule, teacher_scores=cfg.train.kd_loss is not None)
     user = load_user_config(cfg.train.deepspeed_config) if cfg.train.deepspeed_config else None
     ds_config = deepspeed_config(cfg.train, world_size=world, on_gpu=on_gpu, user=user,
                                  micro_batch_per_rank=max(1, cfg.train.global_batch_size // world))
@@ -222,7 +223,7 @@ def report_and_checkpoint(engine, state: TrainState, metrics: dict[str, Any], wi
 
 def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attempt_start: float) -> float | None:
     """Optimizer steps from `state.step` to the end; returns the final (windowed) loss."""
-    from boom_ray.model.loss import info_nce_loss
+    from boom_ray.model.objective import training_loss
     from boom_ray.train.collective import all_reduce_sum
 
     engine, feed, ga = setup.engine, setup.feed, setup.accumulation
@@ -237,7 +238,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
     for micro in batches:
         q = engine(micro.query_features)
         p = engine(micro.passage_features)
-        loss = info_nce_loss(q, p, cfg.train.temperature, in_batch=micro.in_batch, gather=gather)
+        loss = training_loss(q, p, micro, cfg.train, gather=gather)
         engine.backward(loss)
         engine.step()
         window_loss += float(loss.detach())

@@ -75,3 +75,42 @@ def test_task_traits():
     assert not uses_in_batch_negatives("retrieval_no_in_batch_neg")
     assert uses_in_batch_negatives("retrieval") and uses_in_batch_negatives(None)
     assert is_symmetric("symmetric_sts") and not is_symmetric("retrieval")
+
+
+def _key(plan):
+    return sorted((b.task, tuple(b.rows)) for b in plan.batches)
+
+
+@given(corpus=corpora(), per_rank=st.integers(1, 8), seed=st.integers(0, 99))
+@settings(max_examples=60, deadline=None)
+def test_schedules_order_the_same_batches_differently(corpus, per_rank, seed):
+    """sequential and two_stage are permutations of the shuffled plan's batches (same rows, same
+    tails dropped); sequential runs task after task in name order; two_stage puts every retrieval
+    batch before every other one."""
+    from boom_ray.data.batch_plan import is_first_stage
+
+    rows, types = corpus
+    size = 2 * per_rank
+    plans = {s: plan_batches(rows, types, size, seed, schedule=s) for s in ("shuffled", "sequential", "two_stage")}
+    assert _key(plans["sequential"]) == _key(plans["shuffled"]) == _key(plans["two_stage"])
+    assert plans["sequential"].dropped == plans["shuffled"].dropped == plans["two_stage"].dropped
+    tasks = [b.task for b in plans["sequential"].batches]
+    assert tasks == sorted(tasks)
+    stages = [is_first_stage(types[b.task]) for b in plans["two_stage"].batches]
+    assert stages == sorted(stages, reverse=True)  # all True (stage 1) before all False (stage 2)
+
+
+def test_first_stage_is_retrieval_and_unknown_schedules_fail():
+    from boom_ray.data.batch_plan import is_first_stage
+
+    assert [is_first_stage(t) for t in TYPES] == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="unknown schedule"):
+        plan_batches({"a": np.arange(4)}, {}, 2, 0, schedule="random")
+
+
+def test_shuffled_schedule_is_the_default_and_unchanged():
+    rows = {"a": np.arange(0, 10), "b": np.arange(10, 30)}
+    default = plan_batches(rows, {}, 4, 7)
+    assert [(b.task, list(b.rows)) for b in default.batches] == \
+        [(b.task, list(b.rows)) for b in plan_batches(rows, {}, 4, 7, schedule="shuffled").batches]
+    assert [b.task for b in plan_batches(rows, {}, 4, 7, schedule="sequential").batches] == ["a"] * 2 + ["b"] * 5

@@ -40,3 +40,10 @@ def test_prompt_convention(minilm_path):
     vec = enc.encode([{"text": ["a b", "c"]}], task_metadata=meta, hf_split="test", hf_subset="default",
                      prompt_type=PromptType.document)
     np.testing.assert_allclose(vec, enc.model.encode(["a b", "c"]), atol=1e-6)
+
+
+def test_model_without_a_prompt_gets_queries_as_they_are(minilm_path):
+    enc = MtebEncoder(str(minilm_path))  # all-MiniLM-L6-v2 declares no prompt; no instruction given
+    meta = MockRetrievalTask().metadata
+    meta = meta.model_copy(update={"prompt": None})
+    assert enc.texts_for(["q"], meta, PromptType.query) == ["q"]

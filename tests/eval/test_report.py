@@ -33,8 +33,15 @@ def test_report_cli_table_chart_and_cache(ray_session, tmp_path, kit, minilm_pat
     assert boom(["report", "--config", str(config)]) == 0
     md = (work / "report.md").read_text()
     assert "| model | ret (in, ndcg@10) | sts (out, spearman) | ID mean | OOD mean |" in md
-    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    lines = md.splitlines()
+    start = lines.index("| model | ret (in, ndcg@10) | sts (out, spearman) | ID mean | OOD mean |")
+    rows = lines[start + 2:lines.index("", start)]
     assert [r.split(" | ")[0] for r in rows] == ["| base", "| bag20", "| ms"]
+    # the report opens with the merge against the best (here the only) bag, with intervals
+    headline = next(line for line in lines if line.startswith("**ms vs bag20: "))
+    assert lines.index(headline) < start and headline.endswith("(1 repeat)**  ")
+    assert "Repeats used: 1 (run)." in md and "Mean and 95 % interval per model:" in md
+    assert "Out-of-domain suites by prompt" in md
     assert (work / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     caches = {p.name: p.stat().st_mtime_ns for p in (work / "eval").iterdir()}
     assert set(caches) == {"base.json", "bag20.json", "merge-ms.json"}
@@ -44,6 +51,11 @@ def test_report_cli_table_chart_and_cache(ray_session, tmp_path, kit, minilm_pat
     cfg = validate_config(data)
     os.utime(work / "models" / "bag20" / "config.json")
     out = write_report(cfg)
+    iv = out["evidence"]["intervals"]["bag20"]["id_mean"]
+    assert iv.lo <= out["results"]["bag20"]["id_mean"] <= iv.hi
+    diff = out["evidence"]["differences"][0]
+    assert (diff["model"], diff["reference"]) == ("merge-ms", "bag20")
+    assert set(out["prompt_variants"]["bag20"]) == {"model", "none"}
     after = {p.name: p.stat().st_mtime_ns for p in (work / "eval").iterdir()}
     assert after["base.json"] == caches["base.json"] and after["merge-ms.json"] == caches["merge-ms.json"]
     assert after["bag20.json"] != caches["bag20.json"]
@@ -51,3 +63,16 @@ def test_report_cli_table_chart_and_cache(ray_session, tmp_path, kit, minilm_pat
     assert bag["id_mean"] == bag["suites"][0]["main"] and bag["ood_mean"] == bag["suites"][1]["main"]
     # base and merge are the same weights: same scores
     assert out["results"]["base"]["suites"][1]["main"] == out["results"]["merge-ms"]["suites"][1]["main"]
+
+
+def test_report_writes_mteb_task_results(ray_session, tmp_path, kit, minilm_path, tiny_qwen3_path):
+    from pathlib import Path
+
+    from mteb.results import TaskResult
+
+    work, data = _run(tmp_path, kit, minilm_path, tiny_qwen3_path)
+    out = write_report(validate_config(data))
+    for key, results in out["results"].items():
+        for entry in results["suites"]:
+            res = TaskResult.from_disk(Path(work / "mteb_results" / key / f"{entry['name']}.json"))
+            assert res.task_name == entry["name"] and res.get_score() == entry["main"]

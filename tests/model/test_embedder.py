@@ -275,3 +275,23 @@ def test_bad_references_raise_clear_errors(tmp_path):
     (bad / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
     with pytest.raises(BoomError, match="1_Pooling.*not supported"):
         read_sentence_transformers_settings(bad)
+
+
+def test_matryoshka_dims_are_recorded_and_truncate_like_sentence_transformers(tiny_qwen3_path, tmp_path):
+    """The saved model lists its Matryoshka sizes; `truncate_dim` stays unset (full-size encode by
+    default); ST's truncate_dim=d + renormalisation equals our truncated, renormalised embedding."""
+    from boom_ray.model.matryoshka import truncate
+
+    emb = Embedder.from_pretrained(str(tiny_qwen3_path), max_doc_length=64)
+    emb.matryoshka_dims = [4, 8]
+    emb.save(tmp_path / "m")
+    st_cfg = json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())
+    assert st_cfg["matryoshka_dims"] == [4, 8] and "truncate_dim" not in st_cfg
+    assert Embedder.from_pretrained(str(tmp_path / "m")).matryoshka_dims == [4, 8]
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(tmp_path / "m"), device="cpu", truncate_dim=4)
+    theirs = st.encode(TEXTS[:-1], normalize_embeddings=True)
+    ours = truncate(torch.from_numpy(emb.encode(TEXTS[:-1])), 4).numpy()
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    assert SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(TEXTS[:1]).shape[1] == emb.embedding_dim

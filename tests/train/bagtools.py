@@ -40,7 +40,7 @@ def write_bag(workdir: str | Path, bag: str, tasks: dict[str, list[dict]], reque
         file.parent.mkdir(parents=True, exist_ok=True)
         cols = {"task": [task] * len(rows), "source": [f"{task}.jsonl"] * len(rows),
                 "line": list(range(1, len(rows) + 1))}
-        for key in ("query", "pos", "neg", "prompt", "type"):
+        for key in ("query", "pos", "neg", "prompt", "type", "pos_scores", "neg_scores"):
             cols[key] = [r.get(key) for r in rows]
         pq.write_table(pa.Table.from_pydict(cols, schema=BAG_SCHEMA), file)
     manifest = {"bag": bag, "request": request or {"test": bag},

@@ -91,3 +91,37 @@ def test_bad_rows_name_the_row(embedder):
         build_features([{"query": "alone", "pos": ["p"], "neg": []}], embedder, 2, np.random.default_rng(0))
     with pytest.raises(BatchRowError, match="empty batch"):
         build_features([], embedder, 2, np.random.default_rng(0))
+
+
+def test_collate_carries_the_teacher_scores_of_the_sampled_passages(embedder):
+    """Each group's teacher scores are those of the very passages sampled (by text), in group
+    order, and every passage's id is the hash of its text, equal for equal texts."""
+    from boom_ray.train.collate import collate, passage_id
+
+    rows = [{"query": "q0", "pos": ["p0a", "p0b"], "neg": ["n0", "n1", "n2"], "pos_scores": [0.9, 0.8],
+             "neg_scores": [0.1, 0.2, 0.3]},
+            {"query": "q1", "pos": ["n0"], "neg": ["m0"], "pos_scores": [5.0], "neg_scores": [-1.0]}]
+    score_of = {"p0a": 0.9, "p0b": 0.8, "n0": 0.1, "n1": 0.2, "n2": 0.3}
+    for seed in range(5):
+        c = collate(rows, embedder, 3, np.random.default_rng(seed), teacher_scores=True)
+        texts = _decode(embedder, c.passage_features)
+        assert c.teacher_scores.shape == (2, 3)
+        assert c.teacher_scores[0].tolist() == pytest.approx([score_of[t] for t in texts[:3]])
+        assert c.teacher_scores[1].tolist() == [5.0, -1.0, -1.0]  # one negative, repeated
+        assert c.passage_ids.tolist() == [passage_id(t) for t in texts]
+    assert passage_id("n0") == passage_id("n0") != passage_id("n1")
+    assert collate(rows, embedder, 3, np.random.default_rng(0)).teacher_scores is None
+
+
+def test_collate_without_teacher_scores_for_a_sampled_passage_names_the_row(embedder):
+    from boom_ray.train.collate import collate
+
+    rows = [{"query": "q0", "pos": ["p"], "neg": ["n"], "pos_scores": [1.0], "neg_scores": [0.0]},
+            {"query": "no scores", "pos": ["p2"], "neg": ["n2"]},
+            {"query": "fallback", "pos": ["p3"], "neg": [], "pos_scores": [1.0], "neg_scores": []}]
+    with pytest.raises(BatchRowError, match="row 1 .*no scores.*teacher scores"):
+        collate(rows[:2], embedder, 2, np.random.default_rng(0), teacher_scores=True)
+    with pytest.raises(BatchRowError, match="row 1 .*fallback.*negatives of its own"):
+        collate([rows[0], rows[2]], embedder, 2, np.random.default_rng(0), teacher_scores=True)
+    assert collate([rows[0], rows[2]], embedder, 1, np.random.default_rng(0), teacher_scores=True
+                   ).teacher_scores.tolist() == [[1.0], [1.0]]

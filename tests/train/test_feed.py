@@ -77,3 +77,20 @@ def test_bag_too_small_for_one_global_batch_is_a_clear_error(bag, embedder):
         BagFeed(bag, embedder, global_batch_size=64, group_size=3, seed=7, name="bag50")
     with pytest.raises(Exception, match="split evenly"):
         BagFeed(bag, embedder, global_batch_size=6, group_size=3, seed=7, world_size=4, name="bag50")
+
+
+def test_schedule_orders_the_micro_batches_and_teacher_scores_come_along(bag, embedder, tmp_path):
+    """sequential: task after task in name order; two_stage: the retrieval tasks (a, nested/b)
+    before the symmetric one. With teacher scores on, each micro batch carries [B, group]."""
+    seq = BagFeed(bag, embedder, global_batch_size=4, group_size=3, seed=7, schedule="sequential")
+    assert [seq.micro_batch(m).task for m in range(seq.batches_per_epoch)] == ["a"] * 5 + ["nested/b"] * 3 + ["sym"] * 4
+    two = BagFeed(bag, embedder, global_batch_size=4, group_size=3, seed=7, schedule="two_stage")
+    tasks = [two.micro_batch(m).task for m in range(two.batches_per_epoch)]
+    assert set(tasks[:8]) == {"a", "nested/b"} and tasks[8:] == ["sym"] * 4
+    rows = [dict(r, pos_scores=[1.0], neg_scores=[0.5, 0.25, 0.0]) for r in learnable_rows(8, 4)]
+    write_bag(tmp_path, "kd", {"t": rows})
+    kd = BagFeed(read_bag(str(tmp_path / "bags" / "kd")), embedder, global_batch_size=4, group_size=3, seed=1,
+                 teacher_scores=True)
+    mb = kd.micro_batch(0)
+    assert mb.teacher_scores.shape == (4, 3) and mb.teacher_scores[:, 0].tolist() == [1.0] * 4
+    assert mb.passage_ids.shape == (12,)

@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/merge.py                 # equality set + big benchmark, 5 runs (3 with mergekit)
     .venv/bin/python benchmarks/merge.py --runs 1 --skip-equality
     .venv/bin/python benchmarks/merge.py --skip-big      # only the float32 equality set
+    .venv/bin/python benchmarks/merge.py --skip-big --only della --mergekit /tmp/mk/bin/mergekit-yaml
 
-1. Equality: four tiny float32 Qwen3 models (transformers `Qwen3Config`, random init, seeds 0-3);
-   every method both tools support is run by mergekit-yaml and by `boom merge` from the SAME YAML,
-   and every output tensor is compared: max |boom - mergekit| / max |mergekit| per tensor, the
-   worst tensor reported (target <= 1e-5).
+1. Equality (benchmarks/merge_equality.py): four tiny float32 Qwen3 models; every method both
+   tools support (with per-layer gradients and filters) is run by mergekit-yaml and by `boom
+   merge` from the SAME YAML, and every output tensor is compared: max |boom - mergekit| / max
+   |mergekit| per tensor, the worst tensor reported (target <= 1e-5); random-mask methods also
+   statistically (see that module).
 2. Big: five random checkpoints with Qwen3-4B shapes but 4 layers (hidden 2560, intermediate
    9728, 32 heads, 8 KV heads, head dim 128, vocab 151936, tied embeddings; bfloat16 in 1 GB
    shards, ~1.6 GB each), merged by multislerp with weights 0.2 ... 1.0 from one YAML (dtype
@@ -39,6 +41,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from merge_equality import equality, max_rel_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "_out"
@@ -135,105 +139,6 @@ def write_random_checkpoint(path: Path, seed: int, shard_bytes: int = 10**9) -> 
               "rms_norm_eps": 1e-6, "max_position_embeddings": 40960, "rope_theta": 1000000.0, **QWEN3_4B_4L}
     (path / "config.json").write_text(json.dumps(config, indent=2))
     return total
-
-
-def tiny_qwen3(path: Path, seed: int) -> None:
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-                      head_dim=16, vocab_size=512, num_hidden_layers=2, tie_word_embeddings=False)
-    model = Qwen3ForCausalLM(cfg).float()
-    with torch.no_grad():  # norms are ones at init: make them differ between models
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(str(path), safe_serialization=True)
-
-
-# ---------------------------------------------------------------- comparison
-
-def read_all(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    out = {}
-    for f in sorted(model_dir.glob("*.safetensors")):
-        out.update(load_file(str(f)))
-    return out
-
-
-def max_rel_diff(a_dir: Path, b_dir: Path) -> tuple[float, str]:
-    """max over tensors of max|a - b| / max|b| (b = mergekit), streaming one tensor at a time."""
-    from safetensors import safe_open
-
-    def index(d: Path) -> dict[str, Path]:
-        idx = d / "model.safetensors.index.json"
-        if idx.exists():
-            return {k: d / v for k, v in json.loads(idx.read_text())["weight_map"].items()}
-        out = {}
-        for f in d.glob("*.safetensors"):
-            with safe_open(str(f), "pt") as h:
-                out.update({k: f for k in h.keys()})
-        return out
-
-    ia, ib = index(a_dir), index(b_dir)
-    if set(ia) != set(ib):
-        raise RuntimeError(f"tensor names differ: {sorted(set(ia) ^ set(ib))[:5]}")
-    worst, where = 0.0, ""
-    for name in sorted(ib):
-        with safe_open(str(ia[name]), "pt") as fa, safe_open(str(ib[name]), "pt") as fb:
-            a, b = fa.get_tensor(name).float(), fb.get_tensor(name).float()
-        if a.shape != b.shape:
-            raise RuntimeError(f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}")
-        rel = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
-        if rel > worst:
-            worst, where = rel, name
-    return worst, where
-
-
-EQUALITY_CASES = {
-    "multislerp": lambda m, base: {"merge_method": "multislerp",
-                                   "models": [{"model": str(p), "parameters": {"weight": w}}
-                                              for p, w in zip(m, [0.2, 0.5, 0.9])]},
-    "multislerp+base": lambda m, base: {"merge_method": "multislerp", "base_model": str(base),
-                                        "models": [{"model": str(p), "parameters": {"weight": w}}
-                                                   for p, w in zip(m, [0.2, 0.5, 0.9])]},
-    "linear": lambda m, base: {"merge_method": "linear", "parameters": {"normalize": True},
-                               "models": [{"model": str(p), "parameters": {"weight": w}}
-                                          for p, w in zip(m, [0.2, 0.5, 0.9])]},
-    "slerp": lambda m, base: {"merge_method": "slerp", "base_model": str(base), "parameters": {"t": 0.3},
-                              "models": [{"model": str(base)}, {"model": str(m[0])}]},
-    "task_arithmetic": lambda m, base: {"merge_method": "task_arithmetic", "base_model": str(base),
-                                        "parameters": {"lambda": 0.8},
-                                        "models": [{"model": str(p), "parameters": {"weight": w}}
-                                                   for p, w in zip(m, [0.3, 0.5, 0.7])]},
-    "ties": lambda m, base: {"merge_method": "ties", "base_model": str(base),
-                             "parameters": {"normalize": True, "lambda": 1.0},
-                             "models": [{"model": str(p), "parameters": {"weight": w, "density": d}}
-                                        for p, w, d in zip(m, [0.3, 0.5, 0.7], [0.5, 0.3, 0.8])]},
-}
-
-
-def equality(mergekit: Path) -> dict:
-    import yaml
-
-    work = OUT / "merge_equality"
-    shutil.rmtree(work, ignore_errors=True)
-    models = []
-    for seed in range(4):
-        tiny_qwen3(work / f"m{seed}", seed)
-        models.append(work / f"m{seed}")
-    results = {}
-    for case, build in EQUALITY_CASES.items():
-        cfg = build(models[:3], models[3]) | {"dtype": "float32"}
-        ypath = work / f"{case}.yaml"
-        ypath.write_text(yaml.safe_dump(cfg))
-        sh([str(mergekit), str(ypath), str(work / f"mk-{case}"), "--quiet"], capture_output=True)
-        sh([*BOOM, str(ypath), "--out", str(work / f"boom-{case}"), "--force"], capture_output=True)
-        rel, where = max_rel_diff(work / f"boom-{case}", work / f"mk-{case}")
-        results[case] = {"max_rel_diff": rel, "worst_tensor": where}
-        print(f"equality {case:16s} max rel diff {rel:.2e} ({where})", flush=True)
-    return results
 
 
 # ---------------------------------------------------------------- big benchmark
@@ -344,17 +249,19 @@ def main() -> None:
                     "(about 3 minutes each)")
     ap.add_argument("--budget", default="512MiB", help="boom-ray memory_budget for the big merge")
     ap.add_argument("--skip-equality", action="store_true")
+    ap.add_argument("--only", help="equality cases whose name contains this")
+    ap.add_argument("--mergekit", type=Path, help="an installed mergekit-yaml to use instead of the script's venv")
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the big checkpoints and outputs")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
-    mergekit = ensure_mergekit()
+    mergekit = args.mergekit or ensure_mergekit()
     results_path = OUT / "merge_results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__}
     if not args.skip_equality:
-        results["equality"] = equality(mergekit)
+        results["equality"] = results.get("equality", {}) | equality(mergekit, BOOM, OUT, args.only)
     if not args.skip_big:
         results["big"] = big(mergekit, args.runs, min(args.mergekit_runs, args.runs), args.budget, args.keep)
     results_path.write_text(json.dumps(results, indent=2))

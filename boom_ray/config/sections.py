@@ -3,12 +3,17 @@ together). Each field's docstring says what it does and why its default is what 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from importlib import import_module
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from boom_ray.config.constants import BUNDLED_MINILM
 from boom_ray.units import check_folder_name, parse_size
+
+MethodName = Annotated[str, AfterValidator(lambda v: import_module("boom_ray.merge.methods").known_method(v))]
+"""A merge method name, checked against the one registry (imported lazily: the config module
+stays light)."""
 
 
 class Strict(BaseModel):
@@ -161,7 +166,7 @@ class TrainConfig(Strict):
 class MergeSpec(Strict):
     name: str
     """Output name: the merged model goes to `<workdir>/merges/<name>/`."""
-    method: Literal["multislerp", "linear", "slerp", "task_arithmetic", "ties"] = "multislerp"
+    method: MethodName = "multislerp"
     weights: dict[str, float] | None = None
     """Weight per bag name; default: the bag's ratio (0.2 ... 1.0, normalised by the method)."""
     base_model: str | None = None
@@ -214,8 +219,7 @@ class SweepConfig(Strict):
     search: Literal["grid", "random", "optuna", "hyperopt"] = "random"
     weight_range: tuple[float, float] = (0.1, 1.0)
     weight_grid: list[float] | None = None
-    methods: list[Literal["multislerp", "linear", "slerp", "task_arithmetic", "ties"]] = Field(
-        default_factory=lambda: ["multislerp"])
+    methods: list[MethodName] = Field(default_factory=lambda: ["multislerp"])
     objective: str = "ood_mean/ndcg@10"
     mode: Literal["max", "min"] = "max"
     max_concurrent: int | None = Field(None, ge=1)

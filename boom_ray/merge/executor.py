@@ -5,8 +5,10 @@ Memory plan: the budget pays for one mapped window per input (the slice of a ten
 merged, in its stored dtype), one mapped window of the output, and float32 scratch for one
 cache-sized block per worker thread (see `io.Window`). A tensor that fits a window is mapped
 once and all of a method's passes run over it; a bigger one is cut into chunks and mapped again
-for every pass (two passes for multislerp and slerp, three for ties with density < 1, one for
-linear and task arithmetic). RSS is the interpreter plus these, whatever the model size.
+for every pass (its statistics passes plus the combine: two for multislerp, slerp, karcher and
+model_stock, three for ties with density < 1, up to four for sce and rescaled ties or
+breadcrumbs, one for linear and task arithmetic). Chunks and blocks hold whole rows for methods
+that ask for them (`Method.alignment`: DELLA). RSS is the interpreter plus these, whatever the model size.
 
 Time plan: nothing is copied between the page cache and buffers; the work is converting to
 float32, a few flops per element, and faulting in the output's new pages. Each window is cut
@@ -30,6 +32,7 @@ from boom_ray.errors import BoomError
 from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc, TensorReader,
                                Window, from_float32, index_model, itemsize, to_float32)
 from boom_ray.merge.methods import Method, TensorState, new_state
+from boom_ray.merge.methods.params import layer_positions
 
 
 class MergeError(BoomError):
@@ -60,6 +63,7 @@ class LocalInputs:
     base: str | None
     params: dict[str, Any]
     model_params: list[dict[str, Any]]
+    """Settings as `Method.validate` returns them (gradients and filters resolved per tensor)."""
     dtype: str | None  # safetensors dtype name of the output's float tensors, None = as input
 
 
@@ -146,13 +150,17 @@ class StreamingMerge:
         self.plan = plan_memory(memory_budget, self.rows, in_size, out_size, self.method.scratch,
                                 threads or default_threads())
         self.largest = max(loc.numel for loc in self.ref.values())
+        positions = layer_positions(self.ref)
+        # every tensor's parameters, resolved before any tensor is read (errors surface up front)
+        self.resolved = {name: self.method.resolve(inputs.params, inputs.model_params, name, positions[name])
+                         for name, loc in self.ref.items() if loc.dtype in FLOAT_DTYPES}
 
     def out_dtype(self, loc: TensorLoc) -> str:
         return self.inputs.dtype if self.inputs.dtype and loc.dtype in FLOAT_DTYPES else loc.dtype
 
     def state(self, loc: TensorLoc) -> TensorState:
-        weights = [mp["weight"] for mp in self.inputs.model_params]
-        return new_state(self.method, weights, self.inputs.params, self.inputs.model_params, loc.numel)
+        params, model_params = self.resolved[loc.name]
+        return new_state(self.method, params, model_params, loc.numel, loc.shape, loc.name)
 
     def total_read_bytes(self) -> int:
         total = 0
@@ -221,10 +229,10 @@ class _Run:
                 window.close()
             self.bar.update(count * loc.itemsize)
 
-    def windows(self, locs: list[TensorLoc]) -> Iterator[tuple[int, list[Window]]]:
+    def windows(self, locs: list[TensorLoc], chunk: int) -> Iterator[tuple[int, list[Window]]]:
         """(first element, one mapped window per input) for each chunk of a tensor, unmapped after
         use; the next chunk's read is announced to the kernel first."""
-        numel, chunk = locs[0].numel, self.plan.chunk
+        numel = locs[0].numel
         for first in range(0, numel, chunk):
             count = min(chunk, numel - first)
             nxt = first + count
@@ -239,26 +247,33 @@ class _Run:
                 for w in wins:
                     w.close()
 
-    def on_blocks(self, wins: list[Window], work: Callable[..., Any]) -> list:
-        """`work(start, xs, base, worker)` on every block of the windows,
+    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any], reduce: bool = False) -> list:
+        """`work(start, xs, base, worker)` on every block of `block` elements of the windows,
         with `xs` the non-base rows and `base` the base row as float32 scratch and `worker` the
         index of the thread's own scratch; one block-aligned slice per worker thread. Returns the
-        results in block order."""
+        results in block order. With `reduce`, integer results (histograms) are summed per slice
+        as they come: a window has many blocks, and a histogram per block would outgrow the
+        budget; float results stay separate, summed in block order whatever the threads, so
+        the output bytes do not depend on them."""
         plan, job = self.plan, self.job
         raws = [w.data for w in wins]
         dtype = wins[0].dtype
 
         def one_slice(k: int, a0: int, a1: int) -> list:
             out = []
-            for a in range(a0, a1, plan.block):
-                m = min(plan.block, a1 - a)
+            for a in range(a0, a1, block):
+                m = min(block, a1 - a)
                 rows = self.xs[k][: job.rows * m].reshape(job.rows, m)
                 for i, raw in enumerate(raws):
                     to_float32(raw[a:a + m], dtype, rows[i])
-                out.append(work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k))
+                res = work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k)
+                if reduce and out and res.dtype.kind in "iu":  # integer sums are exact in any order
+                    out[0] += res
+                else:
+                    out.append(res)
             return out
 
-        slices = block_slices(wins[0].data.size, plan.block, plan.threads)
+        slices = block_slices(wins[0].data.size, block, plan.threads)
         if self.workers is None or len(slices) == 1:
             parts = [one_slice(k, a, b) for k, (a, b) in enumerate(slices)]
         else:
@@ -275,29 +290,38 @@ class _Run:
             for p, total in enumerate(cached):
                 method.finish(state, p, total)
             state.passes = 0
-        if loc.numel <= self.plan.chunk:  # one window serves every pass
-            for _, wins in self.windows(locs):
+        block, chunk = self.plan.block, self.plan.chunk
+        align = method.alignment(state)
+        if align > 1:  # whole rows per block and per chunk
+            if align > block:
+                raise MergeError(f"{method.name} needs whole rows of {loc.name!r} ({align} elements) in one block "
+                                 f"of at most {block}; raise merge.memory_budget")
+            block -= block % align
+            chunk -= chunk % block
+        if loc.numel <= chunk:  # one window serves every pass
+            for _, wins in self.windows(locs, chunk):
                 for p in range(state.passes):
-                    method.finish(state, p, self._statistics(state, p, wins))
-                self._combine(state, loc, 0, wins)
+                    method.finish(state, p, self._statistics(state, p, 0, wins, block))
+                self._combine(state, loc, 0, wins, block)
             return
         for p in range(state.passes):
             total = None
-            for _, wins in self.windows(locs):
-                part = self._statistics(state, p, wins)
+            for first, wins in self.windows(locs, chunk):
+                part = self._statistics(state, p, first, wins, block)
                 total = part if total is None else total + part
             method.finish(state, p, total)
-        for first, wins in self.windows(locs):
-            self._combine(state, loc, first, wins)
+        for first, wins in self.windows(locs, chunk):
+            self._combine(state, loc, first, wins, block)
 
-    def _statistics(self, state: TensorState, p: int, wins: list[Window]) -> np.ndarray:
-        stats = self.on_blocks(wins, lambda a, xs, base, k: self.method.statistics(state, p, xs, base))
+    def _statistics(self, state: TensorState, p: int, first: int, wins: list[Window], block: int) -> np.ndarray:
+        stats = self.on_blocks(wins, block,
+                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a), True)
         total = stats[0]
         for s in stats[1:]:
             total = total + s
         return total
 
-    def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window]) -> None:
+    def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window], block: int) -> None:
         """Output elements [first, first + window length), stored through a mapped output window."""
         method = self.method
         count = wins[0].data.size
@@ -305,7 +329,7 @@ class _Run:
         out_dtype = window.dtype
 
         def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
-            merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]])
+            merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]], first + a)
             if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
                 bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
@@ -316,7 +340,7 @@ class _Run:
                 raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
 
         try:
-            self.on_blocks(wins, combine)
+            self.on_blocks(wins, block, combine)
         except BaseException:
             window.close()
             raise

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from boom_ray.merge.io import FLOAT_DTYPES, index_model, itemsize, to_float32
 from boom_ray.merge.methods import Method, TensorState, new_state
+from boom_ray.merge.methods.params import layer_positions
 
 BLOCK = 1 << 16
 """Elements per float32 block: the temporaries of a block stay in cache whatever the tensor size."""
@@ -69,30 +70,41 @@ def _split(xs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     return xs[:n], (xs[n] if xs.shape[0] > n else None)
 
 
-def tensor_statistics(method: Method, state: TensorState, rows: list[StoredTensor], n: int,
-                      block: int = BLOCK) -> list[np.ndarray]:
+def _block(method: Method, state: TensorState) -> int:
+    """BLOCK, or the nearest multiple of the rows a method wants whole (`Method.alignment`)."""
+    align = method.alignment(state)
+    return BLOCK if align <= 1 else max(align, BLOCK - BLOCK % align)
+
+
+def _state(method: Method, name: str, t: float, first: StoredTensor, params: dict[str, Any],
+           model_params: list[dict[str, Any]]) -> TensorState:
+    """A tensor's state, its parameters resolved for it from the validated settings."""
+    shared, per_model = method.resolve(params, model_params, name, t)
+    return new_state(method, shared, per_model, first.raw.size, first.shape, name)
+
+
+def tensor_statistics(method: Method, state: TensorState, rows: list[StoredTensor], n: int) -> list[np.ndarray]:
     """Run every statistics pass of `state` over the tensor (n models, then the base if any),
     finishing each; returns the summed statistics of each pass."""
     totals = []
     for p in range(state.passes):
         total = None
-        for _, xs in _blocks(rows, block):
+        for a, xs in _blocks(rows, _block(method, state)):
             models, base = _split(xs, n)
-            part = method.statistics(state, p, models, base)
+            part = method.statistics(state, p, models, base, a)
             total = part if total is None else total + part
         method.finish(state, p, total)
         totals.append(total)
     return totals
 
 
-def combine_tensor(method: Method, state: TensorState, rows: list[StoredTensor], n: int,
-                   block: int = BLOCK) -> np.ndarray:
+def combine_tensor(method: Method, state: TensorState, rows: list[StoredTensor], n: int) -> np.ndarray:
     """The merged tensor (float32, the rows' shape) from a state whose passes are finished."""
     out = np.empty(rows[0].raw.size, dtype=np.float32)
-    for a, xs in _blocks(rows, block):
+    for a, xs in _blocks(rows, _block(method, state)):
         models, base = _split(xs, n)
         view = out[a:a + xs.shape[1]]
-        merged = method.combine(state, models, base, view)
+        merged = method.combine(state, models, base, view, a)
         if merged is not view:  # methods may return a new array instead of filling `out`
             view[...] = merged
     return out.reshape(rows[0].shape)
@@ -106,12 +118,13 @@ def sweep_statistics(method: Method, models: list[Mapping[str, StoredTensor]],
     if not method.weight_free_statistics:
         return {}
     out = {}
+    positions = layer_positions(models[0])
     with threadpool_limits(1):
         for name, first in models[0].items():
             if first.dtype not in FLOAT_DTYPES:
                 continue
             rows = [m[name] for m in models] + ([base[name]] if base is not None else [])
-            state = new_state(method, [mp["weight"] for mp in model_params], params, model_params, first.raw.size)
+            state = _state(method, name, positions[name], first, params, model_params)
             if state.passes:
                 out[name] = tensor_statistics(method, state, rows, len(models))
     return out
@@ -127,13 +140,14 @@ def merge_in_memory(method: Method, models: list[Mapping[str, StoredTensor]],
     statistics = statistics or {}
     out: dict[str, np.ndarray] = {}
     emit = sink or out.__setitem__
+    positions = layer_positions(models[0])
     with threadpool_limits(1):
         for name, first in models[0].items():
             if first.dtype not in FLOAT_DTYPES:
                 emit(name, first.raw.reshape(first.shape))
                 continue
             rows = [m[name] for m in models] + ([base[name]] if base is not None else [])
-            state = new_state(method, [mp["weight"] for mp in model_params], params, model_params, first.raw.size)
+            state = _state(method, name, positions[name], first, params, model_params)
             cached = statistics.get(name)
             if cached is not None and state.passes:
                 for p, total in enumerate(cached):

@@ -60,6 +60,7 @@ class MergeRequest:
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
                   "float16": "float16", "fp16": "float16", "half": "float16"}
+_BASE_AS_INPUT = {"linear", "karcher"}
 _MERGEKIT_KEYS = {"models", "merge_method", "base_model", "parameters", "dtype", "out_dtype",
                   "tokenizer_source", "name", "chat_template"}
 
@@ -93,7 +94,8 @@ def from_mergekit(data: Any, source: str = "<mergekit yaml>", yaml_dir: str = ".
     mergekit's `dtype` is the dtype it computes in and, without `out_dtype`, writes; boom-ray always
     computes in float32 (statistics in float64) and writes `out_dtype`, else `dtype`, else the
     inputs' dtype. The base model, when also listed under `models`, is the base and not an input
-    (for `linear`, which has no base, it stays an ordinary input)."""
+    (for `linear` and `karcher`, which have no base, it stays an ordinary input; mergekit adds an
+    unlisted base to karcher's inputs, and so does this)."""
     if not isinstance(data, dict):
         raise MergeRequestError(f"{source}: expected a mapping at the top level")
     if "slices" in data:
@@ -118,12 +120,14 @@ def from_mergekit(data: Any, source: str = "<mergekit yaml>", yaml_dir: str = ".
         if not isinstance(params, dict):
             raise MergeRequestError(f"{where}.parameters: expected a mapping")
         path = _model_path(entry["model"], yaml_dir, f"{where}.model")
-        if base is not None and entry["model"] == data.get("base_model") and method != "linear":
+        if base is not None and entry["model"] == data.get("base_model") and method not in _BASE_AS_INPUT:
             continue
         models.append(ModelInput(path, dict(params)))
-    if method == "linear" and base is not None:
+    if method in _BASE_AS_INPUT and base is not None:
         if not any(m.path == base for m in models):
-            raise MergeRequestError(f"{source}: linear has no base model; list {base} under models with a weight")
+            if method == "linear":
+                raise MergeRequestError(f"{source}: linear has no base model; list {base} under models with a weight")
+            models.append(ModelInput(base, {}))
         base = None
     params = data.get("parameters") or {}
     if not isinstance(params, dict):

@@ -35,14 +35,27 @@ CASES = {
     "linear": ({}, False, {}),
     "task_arithmetic": ({"lambda": 0.7}, True, {}),
     "ties": ({"normalize": True}, True, {"density": 0.4}),
+    "dare_ties": ({}, True, {"density": 0.4}),
+    "dare_linear": ({"rescale": True}, True, {"density": 0.6}),
+    "breadcrumbs_ties": ({}, True, {"density": 0.5, "gamma": 0.05}),
+    "della": ({}, True, {"density": 0.5, "epsilon": 0.2}),
+    "karcher": ({"max_iter": 5}, False, {}),
+    "nuslerp+base": ({}, True, {}),
+    "nuslerp": ({"nuslerp_flatten": False, "nuslerp_row_wise": True}, False, {}),
+    "model_stock": ({"filter_wise": True}, True, {}),
+    "sce": ({"select_topk": 0.4}, True, {}),
 }
+
+
+def n_inputs(case: str) -> int:
+    return 2 if case.startswith("nuslerp") else 3
 
 
 def request(models, case: str, **kw) -> MergeRequest:
     params, with_base, per_model = CASES[case]
     method = case.split("+")[0]
     return MergeRequest(method, [ModelInput(str(m), {"weight": w, **per_model})
-                                 for m, w in zip(models[:3], [0.2, 0.6, 1.0])],
+                                 for m, w in zip(models[:n_inputs(case)], [0.2, 0.6, 1.0])],
                         str(models[3]) if with_base else None, params, **kw)
 
 
@@ -54,9 +67,10 @@ def test_streamed_equals_in_memory_reference_chunked_or_not(models, tmp_path, ca
     chunked = load_dir(tmp_path / "chunked")
     inputs = [load_dir(m) for m in models]
     params, with_base, per_model = CASES[case]
+    n = n_inputs(case)
     for name, got in whole.items():
-        ref = merge_tensors(req.method, [m[name] for m in inputs[:3]], [0.2, 0.6, 1.0],
-                            inputs[3][name] if with_base else None, params, [per_model] * 3)
+        ref = merge_tensors(req.method, [m[name] for m in inputs[:n]], [0.2, 0.6, 1.0][:n],
+                            inputs[3][name] if with_base else None, params, [per_model] * n, tensor_name=name)
         assert torch.allclose(got, ref, rtol=0, atol=1e-6 * float(ref.abs().max())), name
         assert torch.allclose(chunked[name], got, rtol=0, atol=1e-6 * float(ref.abs().max())), name
 
@@ -207,3 +221,16 @@ def test_output_loads_in_transformers(tmp_path):
     model = Qwen3ForCausalLM.from_pretrained(str(tmp_path / "merged"))
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
     assert len(os.listdir(tmp_path / "merged")) > 3
+
+
+def test_della_row_longer_than_a_block_is_a_clear_error(tmp_path):
+    shapes = {"wide.weight": (3, 2_000)}
+    ms = [make_model(tmp_path / f"w{i}", i, shapes=shapes) for i in range(2)]
+    req = MergeRequest("della", [ModelInput(str(ms[0]), {"weight": 1.0, "density": 0.5})], str(ms[1]))
+    with pytest.raises(MergeError, match="whole rows of 'wide.weight' \\(2000 elements\\)"):
+        merge(req, str(tmp_path / "out"), TINY, progress=False)
+    merge(req, str(tmp_path / "ok"), BIG, progress=False)  # rows fit: fine
+    got = load_dir(tmp_path / "ok")["wide.weight"]
+    ins = [load_dir(m)["wide.weight"] for m in ms]
+    ref = merge_tensors("della", [ins[0]], [1.0], ins[1], {}, [{"density": 0.5}], tensor_name="wide.weight")
+    assert torch.allclose(got, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))

@@ -83,7 +83,9 @@ def tensors():
 
 
 def test_registry_is_one_explicit_dict():
-    assert sorted(METHODS) == ["linear", "multislerp", "slerp", "task_arithmetic", "ties"]
+    assert sorted(METHODS) == ["breadcrumbs", "breadcrumbs_ties", "dare_linear", "dare_ties", "della",
+                               "della_linear", "karcher", "linear", "model_stock", "multislerp", "nuslerp",
+                               "sce", "slerp", "task_arithmetic", "ties"]
 
 
 @pytest.mark.parametrize("with_base", [False, True])
@@ -158,4 +160,17 @@ def test_parameter_errors(tensors):
     with pytest.raises(MergeMethodError, match="needs parameter 'weight'"):
         merge_tensors("multislerp", xs)
     with pytest.raises(MergeMethodError, match="unknown merge method"):
-        merge_tensors("dare_ties", xs, [1, 1, 1, 1], base)
+        merge_tensors("nearswap", xs, [1, 1, 1, 1], base)
+
+
+def test_config_takes_every_registered_method_and_only_those():
+    from pydantic import ValidationError
+
+    from boom_ray.config import MergeSpec, SweepConfig
+
+    assert [MergeSpec(name="m", method=m).method for m in METHODS] == list(METHODS)
+    assert SweepConfig(methods=["della", "sce"]).methods == ["della", "sce"]
+    with pytest.raises(ValidationError, match="unknown merge method 'nearswap'"):
+        MergeSpec(name="m", method="nearswap")
+    with pytest.raises(ValidationError, match="unknown merge method"):
+        SweepConfig(methods=["multislerp", "nearswap"])

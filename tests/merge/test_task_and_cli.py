@@ -61,7 +61,7 @@ def test_cli_runs_a_mergekit_yaml_unchanged(models, tmp_path, capsys):
 @pytest.mark.parametrize("extra,message", [
     ({"slices": []}, "`slices` configs are not supported"),
     ({"models": [{"model": "/nonexistent/model"}]}, "model '/nonexistent/model' not found"),
-    ({"merge_method": "dare_ties"}, "unknown merge method 'dare_ties'"),
+    ({"merge_method": "nearswap"}, "unknown merge method 'nearswap'"),
     ({"dtype": "int8"}, "dtype 'int8' is not supported"),
 ])
 def test_cli_mergekit_errors(models, tmp_path, capsys, extra, message):

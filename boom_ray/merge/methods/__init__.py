@@ -5,7 +5,11 @@ optional flat `base`, and is written as: `start` (per-tensor state from weights 
 zero or more statistics passes (`statistics` of each block, summed over the tensor, then
 `finish`), and `combine` (one output block from the same input block). Statistics are sums, so
 blocks can be computed on any thread in any order and added up. A tensor that fits in memory
-runs every pass over its blocks in memory; a bigger one is re-read from disk once per pass. The
+runs every pass over its blocks in memory; a bigger one is re-read from disk once per pass. Each
+block comes with the index of its first element (`start`: random masks and per-row statistics
+depend on where an element is), and a method may ask for blocks of whole rows (`alignment`).
+Parameters are mergekit settings (numbers, per-layer gradients, `filter:` lists; see `params`),
+resolved into numbers per tensor by `Method.resolve` before `start`. The
 block results never depend on how a tensor was cut, so chunked and whole merges agree (up to
 float summation order in the statistics, which are summed in float64).
 
@@ -21,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from boom_ray.merge.methods.adaptive import ModelStock, Sce
 from boom_ray.merge.methods.base import REQUIRED, MergeMethodError, Method, TensorState, gram
 from boom_ray.merge.methods.linear import Linear, TaskArithmetic
-from boom_ray.merge.methods.spherical import Multislerp, Slerp
-from boom_ray.merge.methods.ties import Ties
+from boom_ray.merge.methods.spherical import Karcher, Multislerp, Nuslerp, Slerp
+from boom_ray.merge.methods.task_vectors import (Breadcrumbs, BreadcrumbsTies, DareLinear, DareTies, Della,
+                                                 DellaLinear, Ties)
 
-__all__ = ["METHODS", "REQUIRED", "MergeMethodError", "Method", "TensorState", "get_method", "gram",
+__all__ = ["METHODS", "REQUIRED", "MergeMethodError", "Method", "TensorState", "get_method", "gram", "known_method",
            "merge_tensors", "new_state"]
 
 METHODS: dict[str, Method] = {
@@ -35,19 +41,39 @@ METHODS: dict[str, Method] = {
     "slerp": Slerp(),
     "task_arithmetic": TaskArithmetic(),
     "ties": Ties(),
+    "dare_ties": DareTies(),
+    "dare_linear": DareLinear(),
+    "breadcrumbs": Breadcrumbs(),
+    "breadcrumbs_ties": BreadcrumbsTies(),
+    "della": Della(),
+    "della_linear": DellaLinear(),
+    "karcher": Karcher(),
+    "nuslerp": Nuslerp(),
+    "model_stock": ModelStock(),
+    "sce": Sce(),
 }
+
+
+def known_method(name: str) -> str:
+    """`name` if a method of that name is registered, else ValueError. (The run config's type for
+    method names checks with this, importing this package only when a config is validated.)"""
+    if name not in METHODS:
+        raise ValueError(f"unknown merge method {name!r}; known: {sorted(METHODS)}")
+    return name
 
 
 def get_method(name: str) -> Method:
     try:
-        return METHODS[name]
-    except KeyError:
-        raise MergeMethodError(f"unknown merge method {name!r}; known: {sorted(METHODS)}") from None
+        return METHODS[known_method(name)]
+    except ValueError as exc:
+        raise MergeMethodError(str(exc)) from None
 
 
-def new_state(method: Method, weights: list[float], params: dict[str, Any],
-              model_params: list[dict[str, Any]], numel: int) -> TensorState:
-    state = TensorState(np.array(weights, dtype=np.float64), model_params, params, numel)
+def new_state(method: Method, params: dict[str, Any], model_params: list[dict[str, Any]], numel: int,
+              shape: tuple[int, ...] = (), name: str = "") -> TensorState:
+    """A tensor's state from its resolved parameters (`Method.resolve`)."""
+    weights = np.array([mp.get("weight", 1.0) for mp in model_params], dtype=np.float64)
+    state = TensorState(weights, model_params, params, numel, tuple(shape), name)
     method.start(state)
     return state
 
@@ -61,20 +87,22 @@ def _float32(t: Any) -> np.ndarray:
 
 def merge_tensors(name: str, tensors: list[Any], weights: list[float] | None = None,
                   base: Any | None = None, parameters: dict[str, Any] | None = None,
-                  model_parameters: list[dict[str, Any]] | None = None) -> np.ndarray:
+                  model_parameters: list[dict[str, Any]] | None = None, *, tensor_name: str = "",
+                  t: float = 0.0) -> np.ndarray:
     """Merge whole in-memory arrays or torch tensors (a float32 numpy array of the first one's
     shape): the reference path that tests use; the streaming executor runs the same steps in
-    blocks."""
+    blocks. `tensor_name` and the layer position `t` resolve per-layer gradients and filters."""
     method = get_method(name)
     model_parameters = [dict(mp) for mp in (model_parameters or [{} for _ in tensors])]
     if weights is not None:
         for mp, w in zip(model_parameters, weights):
             mp["weight"] = w
-    params, model_params = method.validate(len(tensors), base is not None, parameters or {}, model_parameters)
+    settings = method.validate(len(tensors), base is not None, parameters or {}, model_parameters)
+    params, model_params = method.resolve(*settings, tensor_name, t)
     arrays = [_float32(t) for t in tensors]
     xs = np.stack([a.reshape(-1) for a in arrays])
     b = _float32(base).reshape(-1) if base is not None else None
-    state = new_state(method, [mp.get("weight", 1.0) for mp in model_params], params, model_params, xs.shape[1])
+    state = new_state(method, params, model_params, xs.shape[1], arrays[0].shape, tensor_name)
     for p in range(state.passes):
         method.finish(state, p, method.statistics(state, p, xs.copy(), b))
     return method.combine(state, xs, b, np.empty(xs.shape[1], dtype=np.float32)).reshape(arrays[0].shape)

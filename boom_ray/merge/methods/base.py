@@ -3,13 +3,13 @@ helpers; the package docstring says how the executor drives it."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from boom_ray.errors import BoomError
+from boom_ray.merge.methods.params import SettingError, check_setting, evaluate, is_finite_number, with_fallback
 
 REQUIRED = object()
 
@@ -27,6 +27,8 @@ class TensorState:
     model_params: list[dict[str, Any]]
     params: dict[str, Any]
     numel: int
+    shape: tuple[int, ...] = ()
+    name: str = ""
     passes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     coef: np.ndarray | None = None  # float32
@@ -46,7 +48,10 @@ class Method:
 
     def validate(self, n_models: int, has_base: bool, params: dict[str, Any],
                  model_params: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Parameters with defaults filled in; a clear error for anything this method cannot use."""
+        """Settings with defaults filled in (still gradients or filter lists where given; `resolve`
+        turns them into one tensor's numbers); a clear error for anything this method cannot use.
+        A per-model parameter set in `params` applies to every model that does not set it (and to
+        tensors that none of a model's own filter entries match), as in mergekit."""
         if self.base == "required" and not has_base:
             raise MergeMethodError(f"{self.name} needs a base_model")
         if self.base == "unused" and has_base:
@@ -54,18 +59,17 @@ class Method:
         if n_models < self.min_models or (self.max_models is not None and n_models > self.max_models):
             want = self.min_models if self.max_models == self.min_models else f"at least {self.min_models}"
             raise MergeMethodError(f"{self.name} merges {want} model(s) besides the base, got {n_models}")
-        unknown = sorted(set(params) - set(self.shared))
+        unknown = sorted(set(params) - set(self.shared) - set(self.per_model))
         if unknown:
-            raise MergeMethodError(f"{self.name}: unknown parameter {unknown[0]!r}; known: {sorted(self.shared)}")
+            raise MergeMethodError(f"{self.name}: unknown parameter {unknown[0]!r}; "
+                                   f"known: {sorted(set(self.shared) | set(self.per_model))}")
+        for key, value in params.items():
+            self._check(key, value, "")
         shared = {}
         for key, default in self.shared.items():
-            value = params.get(key, default)
-            if value is REQUIRED:
+            if params.get(key, default) is REQUIRED:
                 raise MergeMethodError(f"{self.name}: parameter {key!r} is required")
-            if not isinstance(value, (int, float, bool)):
-                raise MergeMethodError(f"{self.name}: parameter {key!r} must be a number, got {value!r} "
-                                       "(per-layer gradients and filters are not supported)")
-            shared[key] = value
+            shared[key] = with_fallback(params[key], None if default is REQUIRED else default) if key in params else default
         per_model = []
         for i, mp in enumerate(model_params):
             unknown = sorted(set(mp) - set(self.per_model))
@@ -74,29 +78,73 @@ class Method:
                                        f"known: {sorted(self.per_model)}")
             filled = {}
             for key, default in self.per_model.items():
-                value = mp.get(key, default)
-                if value is REQUIRED:
+                if key in mp:
+                    self._check(key, mp[key], f"model {i}: ")
+                fallback = params.get(key, default)
+                if key not in mp and fallback is REQUIRED:
                     raise MergeMethodError(f"{self.name}: model {i} needs parameter {key!r}")
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                    raise MergeMethodError(f"{self.name}: model {i}: {key!r} must be a finite number, got {value!r}")
-                filled[key] = float(value)
+                fallback = None if fallback is REQUIRED else with_fallback(fallback, None if default is REQUIRED
+                                                                           else default)
+                filled[key] = with_fallback(mp[key], fallback) if key in mp else fallback
             per_model.append(filled)
         return shared, per_model
+
+    def _check(self, key: str, value: Any, where: str) -> None:
+        try:
+            check_setting(value)
+        except SettingError as exc:
+            raise MergeMethodError(f"{self.name}: {where}parameter {key!r}: {exc}") from None
+
+    def resolve(self, shared: dict[str, Any], per_model: list[dict[str, Any]], tensor_name: str,
+                t: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """One tensor's parameters (numbers and bools) from validated settings, for the tensor
+        named `tensor_name` at layer position `t` (see `params`)."""
+        out_shared = {}
+        for key, setting in shared.items():
+            value = evaluate(setting, tensor_name, t)
+            if value is None:
+                raise MergeMethodError(f"{self.name}: parameter {key!r} has no value for tensor {tensor_name!r}")
+            if not isinstance(value, bool) and not is_finite_number(value):
+                raise MergeMethodError(f"{self.name}: parameter {key!r} must be a number, got {value!r}")
+            out_shared[key] = value
+        out_models = []
+        for i, mp in enumerate(per_model):
+            filled = {}
+            for key, setting in mp.items():
+                value = evaluate(setting, tensor_name, t)
+                if value is None:
+                    raise MergeMethodError(f"{self.name}: model {i} has no {key!r} for tensor {tensor_name!r}")
+                if not is_finite_number(value):
+                    raise MergeMethodError(f"{self.name}: model {i}: {key!r} must be a finite number, got {value!r}")
+                filled[key] = float(value)
+            out_models.append(filled)
+        self.check(out_shared, out_models)
+        return out_shared, out_models
+
+    def check(self, shared: dict[str, Any], per_model: list[dict[str, Any]]) -> None:
+        """Method-specific checks of one tensor's resolved parameters (raise MergeMethodError)."""
 
     def start(self, state: TensorState) -> None:
         """Set `state.passes` and anything the passes need."""
 
+    def alignment(self, state: TensorState) -> int:
+        """Blocks of this tensor hold a multiple of this many elements (whole rows, for methods
+        that look at rows); blocks start at multiples of it."""
+        return 1
+
     def statistics(self, state: TensorState, pass_index: int, xs: np.ndarray,
-                   base: np.ndarray | None) -> np.ndarray:
+                   base: np.ndarray | None, start: int = 0) -> np.ndarray:
         """This block's share of pass `pass_index`'s statistics: an array that sums over blocks.
-        Runs concurrently on several blocks: it may modify `xs` (scratch) but not `state`."""
+        `start` is the block's first element in the flat tensor. Runs concurrently on several
+        blocks: it may modify `xs` (scratch) but not `state`."""
         raise NotImplementedError
 
     def finish(self, state: TensorState, pass_index: int, total: np.ndarray) -> None:
         """Use the summed statistics of a pass (set `state.coef` or what the next pass needs)."""
         raise NotImplementedError
 
-    def combine(self, state: TensorState, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+    def combine(self, state: TensorState, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray,
+                start: int = 0) -> np.ndarray:
         """One output block (float32), preferably computed into `out` (float32 scratch of one row)
         and returned. `xs` is scratch too: it may be modified in place. Streaming calls this for
         every block of a model, so avoiding temporaries here avoids allocator churn."""
@@ -112,3 +160,15 @@ def gram(xs: np.ndarray) -> np.ndarray:
         for j in range(i, n):
             g[i, j] = g[j, i] = np.dot(xs[i], xs[j])
     return g
+
+
+def group_gram(xs: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per-group Gram matrices, (n_groups, n, n) in float64: entry [g, i, j] sums xs[i] * xs[j]
+    over the elements whose group is g (rows or columns of a tensor, for the methods that merge
+    row by row). Sums over any blocks, like `gram`."""
+    n = len(xs)
+    out = np.empty((n_groups, n, n))
+    for i in range(n):
+        for j in range(i, n):
+            out[:, i, j] = out[:, j, i] = np.bincount(groups, weights=xs[i] * xs[j], minlength=n_groups)
+    return out

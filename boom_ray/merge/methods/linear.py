@@ -18,7 +18,7 @@ class Linear(Method):
         w = state.weights
         state.coef = (w / w.sum() if state.params["normalize"] else w).astype(np.float32)
 
-    def combine(self, state, xs, base, out):
+    def combine(self, state, xs, base, out, start=0):
         return np.dot(state.coef, xs, out=out)
 
 
@@ -41,7 +41,7 @@ class TaskArithmetic(Method):
             scale /= div if abs(div) >= 1e-8 else 1.0
         state.coef = (w * scale).astype(np.float32)
 
-    def combine(self, state, xs, base, out):
+    def combine(self, state, xs, base, out, start=0):
         xs -= base
         np.dot(state.coef, xs, out=out)
         out += base

@@ -135,7 +135,10 @@ def connect(name: str | None, bag: str) -> None:
         return
     import ray
 
-    _board = ray.get_actor(name, namespace=NAMESPACE)
+    try:
+        _board = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:  # the driver (and its board) went away: print rather than fail the bag
+        _board = None
 
 
 def emit(message: str, notice: bool = False, **fields: Any) -> bool:

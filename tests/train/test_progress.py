@@ -90,3 +90,21 @@ def test_on_a_tty_the_block_is_redrawn_in_place(ray_session):
     text = out.getvalue()
     assert text.count("\x1b[1F\x1b[J") == 2  # the one-line block erased before each redraw / notice
     assert text.endswith("\x1b[1F\x1b[J[b] training (run b-123)\n")
+
+
+def test_a_worker_without_its_board_prints_instead(ray_session):
+    from boom_ray.train import progress
+
+    progress.connect("progress-gone", "b")
+    assert progress.emit("[b] step 1/2") is False
+
+
+def test_verbose_flag_of_train_and_run_sets_ray_verbose(tmp_path):
+    from boom_ray.cli import build_parser
+    from boom_ray.cli.common import config_from_args
+
+    (tmp_path / "run.yaml").write_text(f"workdir: {tmp_path}\ncorpus: {{path: {tmp_path}}}\n")
+    for command in ("train", "run"):
+        quiet = build_parser().parse_args([command, "--config", str(tmp_path / "run.yaml")])
+        loud = build_parser().parse_args([command, "--config", str(tmp_path / "run.yaml"), "--verbose"])
+        assert (config_from_args(quiet).ray.verbose, config_from_args(loud).ray.verbose) == (False, True)

@@ -221,7 +221,11 @@ def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False, 
     except Exception as exc:  # noqa: BLE001 - one bag's failure must not stop the others
         message = _short_error(exc)
         state(bag, progress.FAILED)
-        say(bag, f"FAILED: {message}", warn=True)
+        if view and view.log_dir:  # the one line names the cause; the whole error stays in the log
+            view.log(bag, f"[{bag}] FAILED: {exc}")
+            say(bag, f"FAILED: {message} (full error: {view.log_dir}/train-{bag}.log)", warn=True)
+        else:
+            say(bag, f"FAILED: {message}", warn=True)
         return BagResult(bag, "failed", error=message, started=started, finished=time.time())
 
 

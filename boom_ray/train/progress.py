@@ -149,6 +149,16 @@ def emit(message: str, notice: bool = False, **fields: Any) -> bool:
     return True
 
 
+def flush() -> None:
+    """Wait until the board has taken every message this worker sent (calls from one caller run
+    in order): emit never waits, so a process about to end and hand over to the driver would
+    otherwise race its own last messages."""
+    if _board is not None:
+        import ray
+
+        ray.get(_board.update.remote(_bag))
+
+
 # --------------------------------------------------------------------------- driver side
 class LiveView:
     """Polls a board from a thread and draws it: in place on a TTY, else a line per bag every
@@ -190,7 +200,10 @@ class LiveView:
     def set_state(self, bag: str, state: str, **fields: Any) -> None:
         import ray
 
-        ray.get(self.board.update.remote(bag, None, False, state=state, **fields))  # seen by the next poll
+        try:
+            ray.get(self.board.update.remote(bag, None, False, state=state, **fields))  # seen by the next poll
+        except Exception as exc:  # noqa: BLE001 - the view must never change a bag's outcome
+            print(f"progress view: {exc}", file=sys.stderr)
 
     def notice(self, bag: str, text: str, warn: bool = False) -> None:
         """One line on the console (stderr for warnings), and in the bag's log file."""

@@ -50,6 +50,7 @@ def _train_like(board_name: str, bag: str, steps: int) -> int:
         progress.emit(f"[{bag}] step {step}/{steps} loss {1 / step:.4f}", step=step, total=steps,
                       loss=1 / step, tok_s=100.0 * step)
     progress.emit(f"[{bag}] resumed from step 2 (restart 1)", notice=True)
+    progress.flush()
     return steps
 
 
@@ -108,3 +109,21 @@ def test_verbose_flag_of_train_and_run_sets_ray_verbose(tmp_path):
         quiet = build_parser().parse_args([command, "--config", str(tmp_path / "run.yaml")])
         loud = build_parser().parse_args([command, "--config", str(tmp_path / "run.yaml"), "--verbose"])
         assert (config_from_args(quiet).ray.verbose, config_from_args(loud).ray.verbose) == (False, True)
+
+
+def test_a_failing_bag_is_one_line_on_the_console_and_the_whole_error_in_its_log(ray_session, tmp_path, capsys):
+    from boom_ray.config import RunConfig
+    from boom_ray.train.launch import train_bags
+    from tests.train.bagtools import run_config
+
+    cfg = RunConfig.model_validate(run_config(tmp_path, tmp_path / "no-model", ["bag60"]))
+    [result] = train_bags(cfg)  # the bag was never written: fails before any trainer starts
+    out, err = capsys.readouterr()
+    assert result.status == "failed"
+    assert out.splitlines()[0].startswith(f"logs: {tmp_path / 'logs'} (Ray's own"), out
+    # "waiting" only where a poll came before the failure; each state once either way
+    assert out.splitlines()[1:] in (["bag60  failed"], ["bag60  waiting for resources", "bag60  failed"]), out
+    [failed] = [line for line in err.splitlines() if "FAILED" in line]
+    assert failed.startswith("[bag60] FAILED: ") and "boom bag" in failed
+    assert failed.endswith(f"(full error: {tmp_path / 'logs'}/train-bag60.log)")
+    assert "[bag60] FAILED: " in (tmp_path / "logs" / "train-bag60.log").read_text()

@@ -101,7 +101,7 @@ RUNNERS: dict[str, Callable[[RunConfig, bool], tuple[str, dict]]] = {
 
 def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run every stage in order; returns the run manifest (also written to <workdir>/run.json)."""
-    from boom_ray.ray_runtime import init_ray
+    from boom_ray.ray_runtime import announce_logs, init_ray
 
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"unknown stage {from_stage!r}; stages are {', '.join(STAGES)}")
@@ -111,6 +111,7 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any
     init_ray(cfg.ray)
     fs, root = storage.resolve(cfg.workdir)
     fs.create_dir(root, recursive=True)
+    announce_logs(cfg.workdir)
     for leftover in leftovers.remove_stale_leftovers(cfg.workdir):  # what crashed runs left anywhere
         print(f"removed {leftover.path}: stale staging {leftover.kind}, {leftover.bytes} bytes ({leftover.reason})")
     manifest_path = storage.join(root, "run.json")

@@ -1,4 +1,4 @@
-"""Connecting to Ray the same way from the CLI, jobs and tests."""
+"""Connecting to Ray the same way from the CLI, jobs and tests, and where the logs go."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 import os
 
 from boom_ray.config import RayConfig
+
+_announced: set[str] = set()
 
 
 def joins_cluster(cfg: RayConfig | None = None) -> bool:
@@ -17,6 +19,10 @@ def joins_cluster(cfg: RayConfig | None = None) -> bool:
 def init_ray(cfg: RayConfig | None = None) -> None:
     """Join the configured cluster, the one a `ray job submit` runs in, or start a local Ray.
 
+    Workers' and Ray's own output stays in Ray's log files unless `ray.verbose` (`--verbose`):
+    forwarded, it floods the console with every line twice and Ray's internal warnings, and the
+    training stage shows a live view instead (:mod:`boom_ray.train.progress`).
+
     Idempotent: a Ray already initialised in this process (a test session, a job) is reused.
     """
     import ray
@@ -26,8 +32,41 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     cfg = cfg or RayConfig()
     if joins_cluster(cfg):
         address = cfg.address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=cfg.verbose)
     else:
         # "local": a fresh Ray for this process, never a cluster someone `ray start`ed here.
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False,
-                 logging_level=logging.WARNING)
+                 logging_level=logging.WARNING, log_to_driver=cfg.verbose)
+
+
+def ray_logs_dir() -> str | None:
+    """This Ray session's log folder on the driver's node (workers' stdout/stderr, Ray's own)."""
+    try:
+        from ray._private import worker
+
+        return worker._global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - a Ray client or an older Ray: no local session folder
+        return None
+
+
+def logs_dir(workdir: str) -> str:
+    """Where boom-ray writes its own logs (per-bag training logs): `<workdir>/logs/` for a local
+    work dir; for a URI work dir a local folder under the Ray session folder, since log files are
+    appended line by line and object stores cannot append."""
+    from boom_ray import storage
+
+    if "://" not in workdir:
+        return os.path.join(storage.resolve(workdir)[1], "logs")
+    session = os.path.dirname(ray_logs_dir() or "") or os.path.join(os.path.expanduser("~"), ".boom")
+    return os.path.join(session, "boom-logs")
+
+
+def announce_logs(workdir: str) -> str:
+    """Print once per process where the logs are; returns boom-ray's log folder."""
+    path = logs_dir(workdir)
+    if path not in _announced:
+        _announced.add(path)
+        ray_logs = ray_logs_dir()
+        print(f"logs: {path}" + (f" (Ray's own and the workers' output: {ray_logs})" if ray_logs else ""),
+              flush=True)
+    return path

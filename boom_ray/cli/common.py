@@ -30,8 +30,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
+def add_verbose_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="stream Ray's and the workers' output (every step line) instead of the live view "
+                        "(same as --set ray.verbose=true)")
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return load_config(args.config, parse_overrides(getattr(args, "overrides", [])))
+    overrides = parse_overrides(getattr(args, "overrides", []))
+    if getattr(args, "verbose", False):
+        overrides["ray.verbose"] = True
+    return load_config(args.config, overrides)
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser) -> None:

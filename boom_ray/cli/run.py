@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from boom_ray.cli.common import add_config_arguments, config_from_args
+from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
 from boom_ray.config import STAGES
 
 HELP = "the whole BOOM pipeline: bag, train, merge, evaluate, report"
@@ -12,6 +12,7 @@ HELP = "the whole BOOM pipeline: bag, train, merge, evaluate, report"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_verbose_argument(p)
     p.add_argument("--from", dest="from_stage", choices=list(STAGES),
                    help="redo this stage and every later one, even where outputs exist")
 

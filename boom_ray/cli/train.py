@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from boom_ray.cli.common import add_config_arguments, config_from_args
+from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
 
 HELP = "fine-tune one embedding model per bag (Ray Train + DeepSpeed)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_verbose_argument(p)
     p.add_argument("--bags", nargs="+", metavar="BAG", help="train only these bags (e.g. bag20 bag100)")
 
 

@@ -258,3 +258,7 @@ class RayConfig(Strict):
     """The Ray cluster launcher YAML of the cluster (e.g. cluster.yaml): its node types are what
     resource requests are checked against before any work starts (an autoscaling cluster's
     running nodes say nothing about what it can start). Without it, a local Ray's own nodes are."""
+    verbose: bool = False
+    """Stream Ray's and the workers' output to the console (per-step lines, Ray's own logs) as
+    Ray does by default, instead of the live view and `<workdir>/logs/` (`--verbose`)."""
+

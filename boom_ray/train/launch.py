@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from boom_ray import storage
 from boom_ray.config import RunConfig, TrainConfig, explicit_settings
@@ -153,9 +153,18 @@ def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
             "started": time.time()}
 
 
-def plan_resume(job: dict[str, Any], storage_path: str) -> None:
+Say = Callable[..., None]
+"""say(bag, text, warn=False): one line for the user (the live view's notice, or a plain print)."""
+
+
+def print_notice(bag: str, text: str, warn: bool = False) -> None:
+    """The `Say` of a run without a live view (`--verbose`): printed as before."""
+    print(f"[{bag}] {text}", file=sys.stderr if warn else sys.stdout, flush=True)
+
+
+def plan_resume(job: dict[str, Any], storage_path: str, say: Say = print_notice) -> None:
     """Look once for an interrupted run of the same request with another layout (see
-    :mod:`boom_ray.train.runs`); sets job["resume_from"] or prints why the bag starts fresh."""
+    :mod:`boom_ray.train.runs`); sets job["resume_from"] or says why the bag starts fresh."""
     from boom_ray.train.runs import carry_over, find_other_layout, write_run_info
 
     bag, new = job["bag"], job["layout"]
@@ -168,27 +177,37 @@ def plan_resume(job: dict[str, Any], storage_path: str) -> None:
     old = f"world {other['layout']['world_size']}, ZeRO {other['layout']['zero_stage']}"
     now = f"world {new['world_size']}, ZeRO {new['zero_stage']}"
     if how == "fresh":
-        print(f"[{bag}] WARNING: not resuming step {other['step']} of {other['run']} ({old}) with {now}: "
-              f"{why}; starting fresh", file=sys.stderr, flush=True)
+        say(bag, f"WARNING: not resuming step {other['step']} of {other['run']} ({old}) with {now}: "
+                 f"{why}; starting fresh", warn=True)
         return
-    print(f"[{bag}] resuming step {other['step']} of {other['run']} ({old}) with {now}, {why}", flush=True)
+    say(bag, f"resuming step {other['step']} of {other['run']} ({old}) with {now}, {why}")
     job["resume_from"] = {"uri": other["uri"], "universal": how == "universal", "run": other["run"]}
 
 
-def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False) -> BagResult:
+def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False, view=None) -> BagResult:
     """Train one bag to its export (blocking); never raises, the result says what happened.
-    `force` retrains even when a matching export exists (`boom run --from train`)."""
+    `force` retrains even when a matching export exists (`boom run --from train`); `view`: the
+    stage's :class:`~boom_ray.train.progress.LiveView` (None: print, as `--verbose` does)."""
     from boom_ray.train.export import export_matches, model_dir, read_export_manifest
 
+    from boom_ray.train import progress
+
+    say = view.notice if view else print_notice
+    state = view.set_state if view else lambda *a, **k: None
     started = time.time()
     try:
         job = prepare_job(cfg, bag)
         if not force and export_matches(cfg.workdir, bag, job["request_hash"]):
             m = read_export_manifest(cfg.workdir, bag) or {}
+            state(bag, progress.SKIPPED, step=m.get("steps"), total=m.get("steps"), loss=m.get("final_loss"))
             return BagResult(bag, "skipped", m.get("steps"), m.get("tokens_seen"), m.get("final_loss"),
                              m.get("wall_time_s"), export=model_dir(cfg.workdir, bag))
-        print(f"[{bag}] training (run {job['run_name']})", flush=True)
-        plan_resume(job, storage_path)
+        if view:
+            view.log(bag, f"[{bag}] training (run {job['run_name']})")
+            job["progress"] = view.board_name
+        else:
+            say(bag, f"training (run {job['run_name']})")
+        plan_resume(job, storage_path, say)
         _make_trainer(cfg, job, storage_path).fit()
         m = read_export_manifest(cfg.workdir, bag)
         if not m or m.get("request_hash") != job["request_hash"]:
@@ -196,12 +215,18 @@ def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False) 
         _remove_run_dir(storage_path, job["run_name"])
         if job.get("previous_run"):
             _remove_run_dir(storage_path, job["previous_run"])
+        state(bag, progress.EXPORTED, step=m["steps"], loss=m["final_loss"])
         return BagResult(bag, "trained", m["steps"], m["tokens_seen"], m["final_loss"], m["wall_time_s"],
                          started=started, finished=time.time(), export=model_dir(cfg.workdir, bag),
                          extra={k: m.get(k) for k in ("restarts", "resumed_from", "world_size", "zero_stage")})
     except Exception as exc:  # noqa: BLE001 - one bag's failure must not stop the others
         message = _short_error(exc)
-        print(f"[{bag}] FAILED: {message}", file=sys.stderr, flush=True)
+        state(bag, progress.FAILED)
+        if view and view.log_dir:  # the one line names the cause; the whole error stays in the log
+            view.log(bag, f"[{bag}] FAILED: {exc}")
+            say(bag, f"FAILED: {message} (full error: {view.log_dir}/train-{bag}.log)", warn=True)
+        else:
+            say(bag, f"FAILED: {message}", warn=True)
         return BagResult(bag, "failed", error=message, started=started, finished=time.time())
 
 
@@ -236,21 +261,30 @@ def _remove_run_dir(storage_path: str, name: str) -> None:
 
 def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None,
                force: bool = False) -> list[BagResult]:
-    """Train `bags` (default: every bag of the run) concurrently; results in bag order."""
-    from boom_ray.ray_runtime import init_ray
+    """Train `bags` (default: every bag of the run) concurrently; results in bag order.
+
+    Unless `ray.verbose`, the bags' progress is one live view (:mod:`boom_ray.train.progress`)
+    and each bag's messages go to `<logs>/train-<bag>.log`."""
+    from boom_ray.ray_runtime import announce_logs, init_ray
+    from boom_ray.train.progress import open_view
 
     init_ray(cfg.ray)
     names = bags_to_train(cfg, bags)
     max_concurrent = max_concurrent or concurrent_bags(cfg.train, len(names))
     storage_path = train_runs_dir(cfg.workdir)
+    view = None if cfg.ray.verbose else open_view(names, announce_logs(cfg.workdir))
     lock = threading.Lock()
     results: dict[str, BagResult] = {}
-    with cf.ThreadPoolExecutor(max_workers=max(1, min(max_concurrent, len(names))),
-                               thread_name_prefix="boom-train") as pool:
-        futures = {pool.submit(train_bag, cfg, name, storage_path, force): name for name in names}
-        for fut in cf.as_completed(futures):
-            with lock:
-                results[futures[fut]] = fut.result()
+    try:
+        with cf.ThreadPoolExecutor(max_workers=max(1, min(max_concurrent, len(names))),
+                                   thread_name_prefix="boom-train") as pool:
+            futures = {pool.submit(train_bag, cfg, name, storage_path, force, view): name for name in names}
+            for fut in cf.as_completed(futures):
+                with lock:
+                    results[futures[fut]] = fut.result()
+    finally:
+        if view:
+            view.close()
     return [results[n] for n in names]
 
 

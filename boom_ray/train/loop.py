@@ -72,8 +72,12 @@ def _ctx():
     return ray.train.get_context()
 
 
-def log_rank0(message: str) -> None:
-    if _ctx().get_world_rank() == 0:
+def log_rank0(message: str, notice: bool = False, **progress: Any) -> None:
+    """Rank 0's progress: to the driver's live view where the job names a board (`progress`,
+    with the fields it shows), else printed (`--verbose`). `notice`: the view prints it as a line."""
+    from boom_ray.train import progress as board
+
+    if _ctx().get_world_rank() == 0 and not board.emit(message, notice, **progress):
         print(message, flush=True)
 
 
@@ -175,7 +179,7 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool,
     log_rank0(f"[{bag}] {sum(p.numel() for p in embedder.parameters()):,} parameters, world {world}, "
               f"{torch.get_num_threads()} threads, "
               f"ZeRO {ds_config.get('zero_optimization', {}).get('stage', 0)}, "
-              f"{feed.batches_per_epoch} batches/epoch, {total_steps} steps")
+              f"{feed.batches_per_epoch} batches/epoch, {total_steps} steps", total=total_steps)
     return Setup(embedder, engine, ds_config, accumulation, total_steps, feed)
 
 
@@ -276,7 +280,8 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
         window_loss, window_n, window_tokens = 0.0, 0, 0
         lr = engine.get_lr()[0] if engine.get_lr() else None
         log_rank0(f"[{bag}] step {state.step}/{total} loss {final_loss:.4f} lr {lr:.3g} "
-                  f"tokens {state.tokens:,} ({state.tokens / max(state.loop_s, 1e-9):,.0f} tok/s in the loop)")
+                  f"tokens {state.tokens:,} ({state.tokens / max(state.loop_s, 1e-9):,.0f} tok/s in the loop)",
+                  step=state.step, total=total, loss=final_loss, tok_s=state.tokens / max(state.loop_s, 1e-9))
         if is_ckpt:
             elapsed = state.elapsed_s + time.monotonic() - attempt_start
             snapshot = TrainState(**{**asdict(state), "elapsed_s": elapsed})
@@ -314,8 +319,7 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
         write_export_zero3(setup.embedder, cfg.workdir, bag, manifest, rank0)
     elif rank0:
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
-    if rank0:
-        print(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s", flush=True)
+    log_rank0(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s")
     import ray.train
 
     ray.train.report({"step": state.step, "loss": final_loss, "tokens": state.tokens, "done": True,
@@ -347,6 +351,9 @@ def train_loop(job: dict[str, Any]) -> None:
     job = {**job, "worker_started": time.time()}  # this attempt's start, before setup (for the manifest)
     cfg = RunConfig.model_validate(job["config"])
     bag = job["bag"]
+    from boom_ray.train.progress import connect
+
+    connect(job.get("progress"), bag)
     attempt_start = time.monotonic()
     on_gpu = cfg.train.use_gpu
     seed_everything(cfg.train.seed)  # the same initial weights (LoRA adapters too) on every rank
@@ -356,12 +363,14 @@ def train_loop(job: dict[str, Any]) -> None:
     state = TrainState()
     if checkpoint:
         state = load_checkpoint(setup.engine, checkpoint)
-        log_rank0(f"[{bag}] resumed from step {state.step} (restart {state.restarts})")
+        log_rank0(f"[{bag}] resumed from step {state.step} (restart {state.restarts})", notice=True,
+                  step=state.step)
     elif other:
         from boom_ray.train.relayout import load_other_layout
 
         state = load_other_layout(setup.engine, other, cfg.train.seed)
-        log_rank0(f"[{bag}] resumed step {state.step} of {other['run']} on a new layout")
+        log_rank0(f"[{bag}] resumed step {state.step} of {other['run']} on a new layout", notice=True,
+                  step=state.step)
     else:
         seed_everything(rank_seed(cfg.train.seed, _ctx().get_world_rank()))
     state.started_at = state.started_at or time.time()

@@ -152,7 +152,7 @@ def test_two_workers_zero3_cross_device_negatives_export_reloads(ray_session, ti
 
 
 def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(ray_session, tiny_qwen3_path,
-                                                                                tmp_path):
+                                                                                tmp_path, capsys):
     """Also trains LoRA adapters (ZeRO-2), so their state survives the restart and the export
     holds merged plain weights."""
     from safetensors.torch import load_file
@@ -188,6 +188,8 @@ def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(r
     [resumed] = manifest["resumed_from"]
     assert resumed > 0 and resumed % 5 == 0
     assert [s for s, _ in manifest["loss_history"]] == list(range(5, 65, 5))
+    console = capsys.readouterr().out.splitlines()  # the restart: one line on the live view's console
+    assert [ln for ln in console if "resumed" in ln] == [f"[bag80] resumed from step {resumed} (restart 1)"], console
     out = tmp_path / "models" / "bag80"
     weights = load_file(out / "model.safetensors")
     base = Embedder.from_pretrained(str(tiny_qwen3_path), pooling="last").model.state_dict()

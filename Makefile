@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-heavy bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,12 @@ demo: setup
 	$(BIN)/boom run --config jobs/configs/demo.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra -m "not heavy" tests
+
+# The few end-to-end tests of several minutes each: Ray's autoscaler adding five nodes, the
+# pipeline on a loopback S3 server, the ablation grid's smoke twin.
+test-heavy: setup
+	$(BIN)/python -m pytest -q -ra -m heavy tests
 
 bench: setup
 	$(BIN)/python benchmarks/bagging.py

@@ -51,6 +51,7 @@ def test_grid_table_lists_every_model_of_every_cell():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_smoke_grid_runs_end_to_end(ray_session, tmp_path):
     from boom_ray.ablations import run_grid
 

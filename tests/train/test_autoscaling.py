@@ -92,6 +92,7 @@ def autoscaling_head(tmp_path):
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.heavy
 def test_five_bags_train_at_once_on_nodes_the_autoscaler_adds(autoscaling_head, tiny_qwen3_path, tmp_path):
     address, env, head_log = autoscaling_head
     out = tmp_path / "report.json"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -141,8 +140,18 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
             shutil.rmtree(tmp)
         t2 = time.perf_counter()
         out["trials"].append({"outside_s": t1 - t0, "scoring_s": t2 - t1, "score": score(results, "mean/main")})
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = peak_rss_mib()
     return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS since its exec (VmHWM; getrusage's ru_maxrss would include the
+    parent's peak at fork, which Linux carries across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def statistics_file(name: str) -> Path:

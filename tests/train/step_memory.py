@@ -6,7 +6,7 @@ Loads the embedder from MODEL_DIR (a tiny Qwen3: few parameters, so activations 
 tokenises ROWS queries and ROWS x GROUP passages of LENGTH tokens each (no padding, so the batch's
 size is exactly what the plan assumes), then runs one step as the training loop does (forward,
 InfoNCE, backward, AdamW step), with GradCache when MINI_BATCH > 0. Writes the resident memory
-before the step and the process's peak (ru_maxrss) after it: their difference is the step's peak,
+before the step and the process's peak (VmHWM) after it: their difference is the step's peak,
 what boom_ray.plan.memory_estimate predicts minus the weights already loaded. The process peak
 before the step is recorded too, so a caller can tell that the step, not the set-up, set it.
 Used by tests/train/test_step_memory.py and benchmarks/train_throughput.py's side checks.
@@ -26,7 +26,13 @@ def rss_bytes() -> int:
 
 
 def peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS since its exec (VmHWM). Not getrusage's ru_maxrss: Linux carries the
+    parent's peak across fork and exec, so under a big pytest process it would be the parent's."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def texts(n: int, length: int, salt: str) -> list[str]:

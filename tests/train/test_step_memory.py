@@ -2,7 +2,7 @@
 
 Each measurement is a fresh process (tests/train/step_memory.py) running one real step of a tiny
 Qwen3 (138 k parameters, so activations dominate: ~300 MB for 16 rows x (1 + 4) texts of 256
-tokens) and reporting ru_maxrss against the resident memory just before the step.
+tokens) and reporting its peak RSS (VmHWM) against the resident memory just before the step.
 """
 
 from __future__ import annotations

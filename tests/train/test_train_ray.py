@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from boom_ray.config import RunConfig
 from boom_ray.train.export import export_matches, read_export_manifest
 from boom_ray.train.launch import prepare_job, train_bags
 from tests.train.bagtools import learnable_rows, run_config, write_bag
+from tests.train.runtools import in_thread, result as thread_result
 
 pytestmark = pytest.mark.slow
 
@@ -33,28 +33,6 @@ def _alive_train_workers() -> list[int]:
             if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE" and a["Pid"]]
 
 
-def _in_thread(fn, *args, **kwargs):
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
-            box["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, box
-
-
-def _result(thread, box, timeout=300):
-    thread.join(timeout)
-    assert not thread.is_alive(), "training did not finish in time"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 @pytest.fixture(scope="module")
 def two_bags(ray_session, tiny_qwen3_path, tmp_path_factory):
     """bag20 and bag100 trained at once (one 0.5-CPU worker each) while a Ray Data job runs."""
@@ -65,7 +43,7 @@ def two_bags(ray_session, tiny_qwen3_path, tmp_path_factory):
     write_bag(work, "bag100", {"words/a": learnable_rows(64, 3)})
     cfg = RunConfig.model_validate(run_config(work, tiny_qwen3_path, ["bag20", "bag100"], max_steps=30))
     t0 = time.time()
-    thread, box = _in_thread(train_bags, cfg)
+    thread, box = in_thread(train_bags, cfg)
     most_workers = 0
     while thread.is_alive() and most_workers < 2 and time.time() - t0 < 240:
         most_workers = max(most_workers, len(_alive_train_workers()))
@@ -74,7 +52,7 @@ def two_bags(ray_session, tiny_qwen3_path, tmp_path_factory):
     # Ray Data's map tasks ask for a whole CPU each: the trainers must leave one free.
     total = ray.data.range(2000, override_num_blocks=8).map_batches(lambda b: {"id": b["id"] * 2}).sum("id")
     data_finished = time.time()
-    results = _result(thread, box)
+    results = thread_result(thread, box, timeout=300)
     return {"cfg": cfg, "results": {r.bag: r for r in results}, "most_workers": most_workers,
             "data": (data_started, data_finished, total), "elapsed": time.time() - t0}
 
@@ -165,7 +143,7 @@ def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(r
                      max_failures=2, global_batch_size=4, group_size=2)
     raw["model"]["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
     cfg = RunConfig.model_validate(raw)
-    thread, box = _in_thread(train_bags, cfg)
+    thread, box = in_thread(train_bags, cfg)
     killed = None
     deadline = time.time() + 240
     while killed is None and thread.is_alive() and time.time() < deadline:
@@ -179,7 +157,7 @@ def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(r
                 killed = workers[0]
                 os.kill(killed, signal.SIGKILL)
         time.sleep(0.1)
-    [result] = _result(thread, box)
+    [result] = thread_result(thread, box, timeout=300)
     assert killed is not None, "no checkpoint appeared before training ended"
     assert result.status == "trained", result.error
     manifest = read_export_manifest(cfg.workdir, "bag80")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from boom_ray.merge.methods.base import Method, TensorState, gram, group_gram
+from boom_ray.merge.methods.base import Method, gram, group_gram
 from boom_ray.merge.methods.select import RadixSelect
 
 

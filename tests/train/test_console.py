@@ -38,7 +38,12 @@ def test_boom_train_prints_each_bag_once_and_keeps_ray_internals_in_the_logs(tin
     assert [ln for ln in lines if ln.startswith("logs: ")][0].startswith(f"logs: {tmp_path / 'logs'}"), out
     exported = [ln for ln in lines if ln.startswith("bag20") and "exported" in ln]
     assert exported == ["bag20  exported   step 6/6  loss " + exported[0].split("loss ")[1]], out
-    assert not [ln for ln in lines if "step 2/6" in ln], out  # per-step lines only in the log file
+    # Per-step lines go to the log file only: the console prints a bag's line when its state
+    # changes (the first report may already be at any step) and then once per 30 s period.
+    wall = time.time() - t0
+    training = [ln for ln in lines if ln.startswith("bag20") and " training " in ln]
+    assert len(training) <= 1 + int(wall // 30), out
+    assert not [ln for ln in lines if ln.startswith("[bag20] step")], out
     log = (tmp_path / "logs" / "train-bag20.log").read_text()
     assert "[bag20] step 2/6" in log and "[bag20] step 6/6" in log and "[bag20] exported after 6 steps" in log
     print(f"boom train took {time.time() - t0:.0f}s:\n{out}")

@@ -57,6 +57,14 @@ def test_repeats_key_and_flag(tmp_path):
         run_config(parse(["run", "--config", str(path), "--repeats", "two"]))
 
 
+def test_report_over_repeats_needs_their_summary(tmp_path):
+    from boom_ray.errors import BoomError
+    from boom_ray.repeats import read_summary
+
+    with pytest.raises(BoomError, match=r"no repeats.json; run `boom run --repeats 2` first"):
+        read_summary(validate_config({"workdir": str(tmp_path), "corpus": {"path": "c"}, "repeats": 2}))
+
+
 def test_one_line_errors():
     assert one_line(RuntimeError("disk full\n  at /x\n")) == "RuntimeError: disk full"
     assert one_line(KeyError()) == "KeyError"
@@ -131,3 +139,74 @@ def test_union_of_models_over_repeats():
     paths = {m.key: m.path for m in models}
     assert paths["base"] == "/b" and paths["bag50"] == "/w/repeat-*/models/bag50"
     assert paths["bag100"] == "/w/repeat-1/models/bag100"  # only one repeat has it
+
+
+@pytest.mark.slow
+def test_two_repeats_end_to_end_with_a_failed_repeat_then_a_resumed_rerun(ray_session, tmp_path, tiny_qwen3_path,
+                                                                           capsys):
+    """--repeats 2 on the tiny Qwen3 (two bags of a 24-row corpus, 2 steps each, one merge, two
+    tiny suites). First repeat-1 fails at once (a file where its bags/ folder goes): the command
+    exits 1, repeat-0 still runs and the report names repeat-1 and uses one repeat. Then the rerun
+    skips repeat-0's stages, runs repeat-1 and evaluates the base model no more."""
+    import json
+
+    from boom_ray.cli import main as boom
+    from tests.eval.conftest import make_retrieval_suite, make_sts_suite, write_jsonl
+    from tests.train.bagtools import learnable_rows, run_config
+
+    work = tmp_path / "work"
+    rows = [{k: v for k, v in r.items() if v is not None} for r in learnable_rows(24, seed=0)]
+    write_jsonl(tmp_path / "corpus" / "words.jsonl", rows)
+    data = run_config(work, tiny_qwen3_path, bags=None, max_steps=2, global_batch_size=4, group_size=2,
+                      zero_stage=1, log_every=1)
+    data["train"].pop("bags")
+    data |= {"corpus": {"path": str(tmp_path / "corpus")}, "bagging": {"ratios": [0.5, 1.0], "seed": 5, "num_cpus": 0.5},
+             "merge": {"merges": [{"name": "multislerp", "method": "multislerp"}], "num_cpus": 0.5},
+             "eval": {"batch_size": 8, "encoder_cpus": 0.5, "suites": [
+                 {"path": str(make_retrieval_suite(tmp_path / "suites" / "ret", {"domain": "in"}))},
+                 {"path": str(make_sts_suite(tmp_path / "suites" / "sts", {"domain": "out"}))}]}}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    (work / "repeat-1").mkdir(parents=True)
+    (work / "repeat-1" / "bags").write_text("not a folder")
+
+    assert boom(["run", "--config", str(config), "--repeats", "2"]) == 1
+    out = capsys.readouterr()
+    assert "boom run: 1 of 2 repeats failed: repeat-1: " in out.err
+    summary = json.loads((work / "repeats.json").read_text())
+    assert [(e["name"], e["bagging_seed"], e["train_seed"], e["status"]) for e in summary["repeats"]] == [
+        ("repeat-0", 5, 42, "ok"), ("repeat-1", 6, 43, "failed")]
+    assert summary["failed"] == ["repeat-1"] and summary["repeats"][1]["error"]
+    report = (work / "report.md").read_text()
+    assert "Repeats used: 1 (repeat-0)." in report
+    assert f"Left out of every interval: repeat `repeat-1` failed ({summary['repeats'][1]['error']})." in report
+    assert report.startswith(f"# BOOM report: {work}\n\n**multislerp vs bag100: ID ")
+    assert "(1 repeat)**" in report and "| repeat-1 | 6 | 43 | failed |" in report
+    assert out.out.count("evaluating base") == 1
+    run0 = json.loads((work / "repeat-0" / "run.json").read_text())
+    assert {s["status"] for s in run0["stages"].values()} == {"done"}
+    assert (work / "repeat-0" / "report.md").exists() and (work / "repeat-0" / "eval" / "base.json").exists()
+    assert sorted(p.name.split("-")[0] for p in (work / "eval-cache").iterdir()) == ["bag100", "bag50", "base", "merge"]
+
+    (work / "repeat-1" / "bags").unlink()
+    assert boom(["run", "--config", str(config), "--repeats", "2"]) == 0
+    out = capsys.readouterr()
+    assert "evaluating base" not in out.out  # evaluated once, for both repeats (the shared cache)
+    assert out.out.count("evaluating ") == 3  # repeat-1's bag50, bag100 and merge
+    run0 = json.loads((work / "repeat-0" / "run.json").read_text())
+    assert [run0["stages"][s]["status"] for s in ("bag", "train", "merge")] == ["skipped"] * 3
+    for k, (bag_seed, train_seed) in enumerate([(5, 42), (6, 43)]):
+        rep = work / f"repeat-{k}"
+        assert json.loads((rep / "bags" / "bag50" / "manifest.json").read_text())["request"]["seed"] == bag_seed
+        assert json.loads((rep / "run.json").read_text())["config"]["train"]["seed"] == train_seed
+    summary = json.loads((work / "repeats.json").read_text())
+    assert [e["status"] for e in summary["repeats"]] == ["ok", "ok"] and summary["failed"] == []
+    report = (work / "report.md").read_text()
+    assert "Repeats used: 2 (repeat-0, repeat-1)." in report and "Left out" not in report
+    assert "(2 repeats)**" in report and "| multislerp |" in report
+    assert (work / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # `boom report` with repeats in the config rewrites the same report from repeats.json and the caches
+    (work / "report.md").unlink()
+    assert boom(["report", "--config", str(config), "--set", "repeats=2"]) == 0
+    assert "evaluating " not in capsys.readouterr().out
+    assert (work / "report.md").read_text() == report

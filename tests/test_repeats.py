@@ -10,7 +10,6 @@ import yaml
 from boom_ray.cli import build_parser
 from boom_ray.cli.run import run_config
 from boom_ray.config import ConfigError, validate_config
-from boom_ray.eval import stats
 from boom_ray.eval.report import RunModel
 from boom_ray.eval.report_stats import aggregate, render_headlines
 from boom_ray.repeats import mean_results, one_line, repeat_configs, repeats_table, union_models

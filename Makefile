@@ -7,7 +7,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-heavy bench clean
+.PHONY: setup demo demo-repeats test test-heavy bench clean
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml scripts/setup-venv.sh
 
 demo: setup
 	$(BIN)/boom run --config jobs/configs/demo.yaml
+
+# The demo three times with seeds 42, 43, 44 (runs/demo/repeat-<k>/) and one report over them.
+demo-repeats: setup
+	$(BIN)/boom run --config jobs/configs/demo.yaml --repeats 3
 
 test: setup
 	$(BIN)/python -m pytest -q -ra -m "not heavy" tests

@@ -47,7 +47,11 @@ def _cell_config(run: RunConfig, name: str, overrides: Any, source: str) -> RunC
     if "workdir" in overrides:
         raise ConfigError(f"{source}: cells.{name}: a cell's workdir is <run.workdir>/{name}; do not set it")
     changes = {**overrides, "workdir": storage.join(run.workdir, name)}
-    return derive(run, changes, f"{source} (cells.{name})")
+    cell = derive(run, changes, f"{source} (cells.{name})")
+    if cell.repeats > 1:  # run_grid runs one pipeline per cell: refused, not silently run once
+        raise ConfigError(f"{source}: cells.{name}: repeats {cell.repeats}: a grid runs each cell once; "
+                          "run a cell's config with `boom run --repeats N` instead")
+    return cell
 
 
 def load_grid(path: str | Path, cells: list[str] | None = None, overrides: dict[str, Any] | None = None) -> Grid:

@@ -99,15 +99,20 @@ RUNNERS: dict[str, Callable[[RunConfig, bool], tuple[str, dict]]] = {
     "bag": _bag, "train": _train, "merge": _merge, "eval": _eval, "report": _report}
 
 
-def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]:
-    """Run every stage in order; returns the run manifest (also written to <workdir>/run.json)."""
-    from boom_ray.ray_runtime import announce_logs, init_ray
-
+def check_runnable(cfg: RunConfig, from_stage: str | None = None) -> None:
+    """Refuse a run that could only fail late: an unknown stage, no suite to evaluate on."""
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"unknown stage {from_stage!r}; stages are {', '.join(STAGES)}")
     if not cfg.eval.suites:  # found now, not after hours of training
         raise BoomError("eval.suites is empty in the run config: the pipeline's eval and report stages "
                         "need at least one suite")
+
+
+def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]:
+    """Run every stage in order; returns the run manifest (also written to <workdir>/run.json)."""
+    from boom_ray.ray_runtime import announce_logs, init_ray
+
+    check_runnable(cfg, from_stage)
     init_ray(cfg.ray)
     fs, root = storage.resolve(cfg.workdir)
     fs.create_dir(root, recursive=True)

@@ -3,7 +3,7 @@
 Submit it to a running cluster (the upload honours .gitignore, so .venv and outputs stay home):
 
     ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml -- \
-        python jobs/pipeline.py --config jobs/configs/demo.yaml [--from STAGE]
+        python jobs/pipeline.py --config jobs/configs/demo.yaml [--from STAGE] [--repeats N]
 
 It takes the same flags as `boom run` and runs the same code, in the cluster the job runs in.
 """

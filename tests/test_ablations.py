@@ -32,6 +32,7 @@ def test_cells_derive_from_the_base_run_in_their_own_workdirs(tmp_path):
     ("run: {workdir: w, corpus: {path: c}}\ncells: {a: {workdir: x}}\n", "do not set it"),
     ("run: {workdir: w, corpus: {path: c}}\ncells: {a/b: {}}\n", "cell name"),
     ("run: {workdir: w, corpus: {path: c}}\n", "exactly `run`"),
+    ("run: {workdir: w, corpus: {path: c}}\ncells: {a: {repeats: 2}}\n", r"cells\.a: repeats 2: a grid runs each cell once"),
 ])
 def test_bad_grids_name_the_problem(tmp_path, text, message):
     path = tmp_path / "grid.yaml"

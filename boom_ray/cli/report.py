@@ -24,7 +24,12 @@ def run(args: argparse.Namespace) -> int:
     if not exists(fs, root):
         raise BoomError(f"{cfg.workdir}: work directory not found")
     init_ray(cfg.ray)
-    out = write_report(cfg)
+    if cfg.repeats > 1:  # the report over the repeats that `boom run --repeats N` recorded
+        from boom_ray.repeats import read_summary, write_repeats_report
+
+        out = write_repeats_report(cfg, read_summary(cfg)["repeats"])
+    else:
+        out = write_report(cfg)
     print(out["markdown"])
     print(f"report written to {out['report_md']} and {out['report_png']}")
     return 0

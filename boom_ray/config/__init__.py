@@ -50,6 +50,10 @@ class RunConfig(Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     update: UpdateConfig | None = None
     ray: RayConfig = Field(default_factory=RayConfig)
+    repeats: int = Field(1, ge=1)
+    """Independent seeded runs of bag -> train -> merge -> eval (`boom run --repeats N`): repeat k
+    uses bagging.seed + k and train.seed + k in `<workdir>/repeat-<k>/`, and the top-level report
+    aggregates them. 1 (default): one run in the work dir itself."""
 
     @model_validator(mode="after")
     def _merge_names_unique(self) -> "RunConfig":
@@ -91,6 +95,7 @@ class RunConfig(Strict):
         fix("update", "old_corpus", output)
         fix("merge", "copy_files_from", model)
         fix("ray", "cluster_config", output)
+        fix("eval", "cache_dir", output)
         ev = data.get("eval")
         if isinstance(ev, dict):
             for key in ("suites", "dev_suites"):

@@ -212,6 +212,10 @@ class EvalConfig(Strict):
     """Inputs of at least this many texts are embedded by the Ray Data actor pool; smaller ones in-process."""
     dims: list[int] | None = None
     """Also score every suite at these truncated embedding sizes (Matryoshka; renormalised)."""
+    cache_dir: str | None = None
+    """A folder of evaluation results shared by several runs, one file per model and evaluation
+    fingerprint, looked up when the run's own `<workdir>/eval/` has no current entry (`boom run
+    --repeats N` sets it to `<workdir>/eval-cache`, so the base model is evaluated once)."""
 
 
 class SweepConfig(Strict):

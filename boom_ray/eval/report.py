@@ -12,7 +12,6 @@ prompt settings), so re-running the report after adding one merge evaluates only
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from boom_ray.config import RunConfig
 from boom_ray.errors import BoomError
+from boom_ray.eval.chart import render_chart  # noqa: F401  (re-exported: the report's chart)
 from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
 
@@ -123,8 +123,17 @@ def evaluate_run_with_variants(cfg: RunConfig, force: bool = False
     for model in run_models(cfg):
         cache = join(workdir, "eval", f"{model.key}.json")
         fp = model_fingerprint(model.path)
+
+        def current(doc: Any) -> bool:
+            return bool(doc) and doc.get("fingerprint") == fp and doc.get("eval_fingerprint") == eval_fp
+
         cached = None if force else read_json_or_none(fs, cache)
-        if cached and cached.get("fingerprint") == fp and cached.get("eval_fingerprint") == eval_fp:
+        shared = shared_cache_path(cfg, model, fp, eval_fp)
+        if not current(cached) and shared is not None and not force:
+            cached = read_json_or_none(*shared)
+            if current(cached):  # evaluated by another run (a repeat): keep a copy in this run's eval/
+                write_json(fs, cache, cached)
+        if current(cached):
             log.info("%s: cached results are current", model.key)
             out[model.key], variants[model.key] = cached["results"], cached.get("prompt_variants", {})
             continue
@@ -132,10 +141,22 @@ def evaluate_run_with_variants(cfg: RunConfig, force: bool = False
         model_cfg = cfg.model if model.kind == "base" else None
         results = evaluate_model(model.path, suites, cfg.eval, model_cfg=model_cfg, show_progress=True)
         extra = prompt_variants(model, suites, results, cfg, model_cfg)
-        write_json(fs, cache, {"model": model.path, "fingerprint": fp, "eval_fingerprint": eval_fp,
-                               "results": results, "prompt_variants": extra})
+        doc = {"model": model.path, "fingerprint": fp, "eval_fingerprint": eval_fp,
+               "results": results, "prompt_variants": extra}
+        write_json(fs, cache, doc)
+        if shared is not None:
+            write_json(*shared, doc)
         out[model.key], variants[model.key] = results, extra
     return out, variants
+
+
+def shared_cache_path(cfg: RunConfig, model: RunModel, fp: str, eval_fp: str) -> tuple[Any, str] | None:
+    """(filesystem, path) of `model`'s entry in the cache shared by several runs (`eval.cache_dir`),
+    named by its key and a hash of the two fingerprints; None when the run shares none."""
+    if not cfg.eval.cache_dir:
+        return None
+    fs, root = resolve(cfg.eval.cache_dir)
+    return fs, join(root, f"{model.key}-{stable_hash([model.kind, fp, eval_fp], 24)}.json")
 
 
 def _fmt(value: float | None) -> str:
@@ -143,9 +164,11 @@ def _fmt(value: float | None) -> str:
 
 
 def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, dict[str, Any]],
-                    evidence: dict[str, Any] | None = None, variants: dict[str, dict[str, Any]] | None = None) -> str:
-    """The report: headlines and intervals (`evidence`, from report_stats.aggregate), the score
-    table, the out-of-domain prompt comparison (`variants`) and the model list."""
+                    evidence: dict[str, Any] | None = None, variants: dict[str, dict[str, Any]] | None = None,
+                    notes: list[str] | None = None) -> str:
+    """The report: headlines and intervals (`evidence`, from report_stats.aggregate), `notes`
+    (Markdown lines), the score table, the out-of-domain prompt comparison (`variants`) and the
+    model list."""
     from boom_ray.eval.report_stats import render_headlines, render_intervals, render_prompt_comparison
 
     first = results[models[0].key]["suites"]
@@ -153,6 +176,7 @@ def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, d
     lines = [f"# BOOM report: {cfg.workdir}", ""]
     if evidence is not None:
         lines += render_headlines(evidence) + [""]
+    lines += list(notes or [])
     lines += ["Each suite column shows the suite's main metric (nDCG@10 retrieval, Spearman STS, accuracy "
               "classification, V-measure clustering); ID / OOD mean average them over in-domain / "
               "out-of-domain suites.", "",
@@ -168,57 +192,6 @@ def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, d
     lines += ["", "Models:", ""] + [f"- `{m.label}` ({m.kind}): `{m.path}`" for m in models]
     lines += ["", "![ID vs OOD](report.png)", ""]
     return "\n".join(lines)
-
-
-def _errors(evidence: dict[str, Any] | None, models: list[RunModel], agg: str) -> list[list[float]] | None:
-    """Asymmetric error bars (below, above) of each model's `agg` interval, or None."""
-    ivs = [((evidence or {}).get("intervals") or {}).get(m.key) for m in models]
-    ivs = [iv[agg] if iv else None for iv in ivs]
-    if not all(iv is not None and iv.lo is not None for iv in ivs):
-        return None
-    return [[iv.mean - iv.lo for iv in ivs], [iv.hi - iv.mean for iv in ivs]]
-
-
-def render_chart(models: list[RunModel], results: dict[str, dict[str, Any]],
-                 evidence: dict[str, Any] | None = None) -> bytes:
-    """PNG: one labelled point per model at (ID mean, OOD mean), with 95 % error bars when the
-    evidence has them; bars when one of the two is missing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"base": "tab:gray", "bag": "tab:blue", "merge": "tab:red"}
-    ids = [results[m.key]["id_mean"] for m in models]
-    oods = [results[m.key]["ood_mean"] for m in models]
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    if all(v is not None for v in ids + oods):
-        xerr, yerr = _errors(evidence, models, "id_mean"), _errors(evidence, models, "ood_mean")
-        for i, (m, x, y) in enumerate(zip(models, ids, oods)):
-            if xerr and yerr:
-                ax.errorbar([x], [y], xerr=[[xerr[0][i]], [xerr[1][i]]], yerr=[[yerr[0][i]], [yerr[1][i]]],
-                            color=colors[m.kind], alpha=0.5, linewidth=1, capsize=2, zorder=2)
-            ax.scatter([x], [y], color=colors[m.kind], s=40, zorder=3)
-            ax.annotate(m.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=9)
-        ax.set_xlabel("in-domain mean (main metric)")
-        ax.set_ylabel("out-of-domain mean (main metric)")
-        ax.set_title("ID vs OOD per model")
-        for kind, color in colors.items():
-            if any(m.kind == kind for m in models):
-                ax.scatter([], [], color=color, label=kind)
-        ax.legend(loc="best", fontsize=8)
-    else:
-        which, values = ("OOD", oods) if all(v is not None for v in oods) else ("ID", ids)
-        values = [v if v is not None else 0.0 for v in values]
-        ax.barh([m.label for m in models], values, color=[colors[m.kind] for m in models])
-        ax.set_xlabel(f"{which} mean (main metric)")
-        ax.set_title(f"{which} mean per model (the run has no {'ID' if which == 'OOD' else 'OOD'} suites)")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:

@@ -4,7 +4,7 @@ suites from their held-out items, and out-of-domain suites from sources never tr
 
 Out-of-domain items are kept disjoint from training: an item is dropped when any name it goes
 by is a FOLDOC name (FOLDOC absorbed much of the Jargon File and many acronyms) or a term of a
-WordNet training row, or when its text is a training text."""
+WordNet training row, or when its query or text is a training text."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from boom_ray.datasets.demo.readme import licence, readme
 from boom_ray.datasets.demo.sources import Entry, devil_entry, foldoc_entry, jargon_entry, vera_entry
 from boom_ray.datasets.output import check_out, write_build
 from boom_ray.datasets.wordnet.build import licence_text as wordnet_licence
-from boom_ray.datasets.wordnet.database import check_wordnet_dir, load_wordnet
+from boom_ray.datasets.wordnet.database import WordNet, check_wordnet_dir, load_wordnet
 from boom_ray.datasets.wordnet.tasks import (
     ID_POS, SPLITS, TASKS, BuildOptions, CorpusBuilder, SuiteBuilder, assign_splits, trained_definitions,
 )
@@ -95,10 +95,10 @@ def check_sources(paths: Paths) -> None:
                             "dpkg's status database (pass --dpkg-status)")
 
 
-def wordnet_part(paths: Paths, options: BuildOptions) -> tuple[dict, dict, dict]:
+def wordnet_part(paths: Paths, options: BuildOptions, wn: WordNet | None) -> tuple[dict, dict, dict]:
     """WordNet's own training tasks and its in-domain suites (definition retrieval, noun STS),
     by the WordNet builder's code; its verb/adverb suites are left out (not another source)."""
-    wn = load_wordnet(paths.wordnet_dir)
+    wn = wn or load_wordnet(paths.wordnet_dir)
     splits = assign_splits(wn, options.seed, options.holdout)
     corpus = CorpusBuilder(wn, splits, options)
     tasks = {f"wordnet/{t.name}": corpus.rows(t) for t in TASKS}
@@ -115,13 +115,14 @@ def wordnet_part(paths: Paths, options: BuildOptions) -> tuple[dict, dict, dict]
     return tasks, suites, info
 
 
-def foldoc_part(entries: list[Entry], options: BuildOptions) -> tuple[dict, dict, dict]:
+def foldoc_part(entries: list[Entry], options: BuildOptions, trained: set[str]) -> tuple[dict, dict, dict]:
     """FOLDOC: training tasks from its train entries; in-domain suites from held-out entries that
-    share no name and no text with a training entry."""
+    share no name and no text with a training entry, and no name with `trained` (WordNet's
+    training terms)."""
     splits = split_entries(entries, options.seed, options.holdout)
     train = [e for e in entries if splits[e.key] == "train"]
     pool = Pool(train)
-    train_names = {n for e in train for n in e.names}
+    train_names = {n for e in train for n in e.names} | trained
     train_texts = {e.text.lower() for e in train}
     tasks = {f"foldoc/{t.name}": task_rows(t, pool, options.seed, options.max_rows_per_task, "foldoc")
              for t in glossary_tasks("foldoc", "computing term")}
@@ -145,10 +146,9 @@ def foldoc_part(entries: list[Entry], options: BuildOptions) -> tuple[dict, dict
     return tasks, suites, info
 
 
-def trained_terms(tasks: dict[str, list[dict]], foldoc: list[Entry]) -> set[str]:
-    """Every name a model trained on: all FOLDOC names (trained or held out: FOLDOC is the
-    in-domain source) and the words of every WordNet training row's term fields."""
-    names = {n for e in foldoc for n in e.names}
+def wordnet_terms(tasks: dict[str, list[dict]]) -> set[str]:
+    """The words of every WordNet training row's term fields (synset word lists)."""
+    names: set[str] = set()
     for task, fields in WORDNET_TERM_FIELDS.items():
         for row in tasks[f"wordnet/{task}"]:
             for f in fields:
@@ -159,7 +159,8 @@ def trained_terms(tasks: dict[str, list[dict]], foldoc: list[Entry]) -> set[str]
 
 def ood_part(source: Source, entries: list[Entry], names: set[str], texts: set[str],
              options: BuildOptions) -> tuple[dict, dict, list[Entry]]:
-    kept = [e for e in entries if not (e.names & names) and e.query.lower() not in names
+    seen = names | texts
+    kept = [e for e in entries if not (e.names & seen) and e.query.lower() not in seen
             and e.text.lower() not in texts]
     splits = split_entries(kept, options.seed, None)
     suites = {}
@@ -172,8 +173,9 @@ def ood_part(source: Source, entries: list[Entry], names: set[str], texts: set[s
     return suites, info, kept
 
 
-def build(paths: Paths, out: Path, options: BuildOptions, command: str) -> dict:
-    """Build everything and return the manifest (also written as manifest.json)."""
+def build(paths: Paths, out: Path, options: BuildOptions, command: str, wn: WordNet | None = None) -> dict:
+    """Build everything and return the manifest (also written as manifest.json). `wn`: the
+    already parsed WordNet of `paths.wordnet_dir`, if the caller has it."""
     started = time.time()
     check_sources(paths)
     check_out(out, BUILDER, DemoDataError)
@@ -181,15 +183,18 @@ def build(paths: Paths, out: Path, options: BuildOptions, command: str) -> dict:
                                    str(paths.dpkg_status))
     versions = {st.get("Package"): st.get("Version", "") for st in stanzas
                 if "installed" in st.get("Status", "").split()}
-    tasks, suites, info = wordnet_part(paths, options)
+    tasks, suites, info = wordnet_part(paths, options, wn)
     sources = {"wordnet": {**info, "path": str(paths.wordnet_dir)}}
     by_name = {s.name: s for s in SOURCES}
     foldoc = read_dictionary(paths, by_name["foldoc"])
-    f_tasks, f_suites, sources["foldoc"] = foldoc_part(foldoc, options)
+    wn_terms = wordnet_terms(tasks)
+    f_tasks, f_suites, sources["foldoc"] = foldoc_part(foldoc, options, wn_terms)
     tasks.update(f_tasks)
     for split in SPLITS:
         suites[split] += f_suites[split]
-    names = trained_terms(tasks, foldoc)
+    # every name trained on: WordNet's training terms and all FOLDOC names (trained or held
+    # out: FOLDOC is the in-domain source)
+    names = wn_terms | {n for e in foldoc for n in e.names}
     texts = {t.lower() for rows in tasks.values() for r in rows for t in [r["query"], *r["pos"], *r["neg"]]}
     for s in SOURCES:
         if s.role != "ood":

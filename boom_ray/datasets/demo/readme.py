@@ -71,10 +71,11 @@ def readme(manifest: dict, suites: dict[str, list[Suite]]) -> str:
         "software package descriptions (Debian), so fine-tuning on the corpus need not lift them.",
         "",
         "Disjointness: WordNet synsets and FOLDOC entries are split by a hash of (seed, key); held-out "
-        "FOLDOC entries sharing a name or text with a training entry are dropped. FOLDOC absorbed much of "
+        "FOLDOC entries sharing a name or text with a training entry, or a name with a WordNet training "
+        "term, are dropped. FOLDOC absorbed much of "
         "the Jargon File and many acronyms, so an out-of-domain item is dropped when any name it goes by "
         "is a FOLDOC name (any FOLDOC entry, trained or not) or a term of a WordNet training row, or when "
-        "its text is a training text: "
+        "its query or text is a training text: "
         + ", ".join(f"{n} {src[n]['dropped_overlap']} of {src[n]['entries']}"
                     for n in src if "dropped_overlap" in src[n]) + " dropped. "
         "Out-of-domain suites draw distractors from their own split only.",

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from boom_ray.datasets.demo.dictd import DemoDataError
-from boom_ray.datasets.demo.sources import Entry, clip, squash, usable
+from boom_ray.datasets.demo.sources import URL, Entry, clip, squash, usable
 
 STATUS = Path("/var/lib/dpkg/status")
 # Reserved for independent checks (never demo data): the Python standard library, manual pages,
@@ -55,7 +55,8 @@ def long_description(raw: str) -> str:
         else:
             cur.append(line.strip())
     paras.append(" ".join(cur))
-    return clip(squash(" ".join(p for p in paras if p)))
+    text = URL.sub(" ", " ".join(p for p in paras if p))  # URLs and e-mail addresses
+    return clip(re.sub(r"\s+([.,;:])(?=\s|$)", r"\1", squash(text)))
 
 
 def package_entries(stanzas: list[dict[str, str]]) -> list[Entry]:

@@ -33,10 +33,10 @@ class Entry:
 
 
 _URL_LINK = re.compile(r"\{[^{}]*\((?:https?|ftp|mailto|news):[^{}]*\)\s*\}")
-_URL = re.compile(r"\(?(?:https?|ftp|mailto|news):\S+\)?|\s*<[^<>\s]+@[^<>\s]+>")
+URL = re.compile(r"[(<]?(?:(?:https?|ftp|news)://|mailto:)[^\s<>()\[\]]+[)>]?|\s*<[^<>\s]+@[^<>\s]+>")
 _LINK = re.compile(r"\{\s*([^{}]*?)\s*\}")
 _DATE = re.compile(r"^\(\d{4}-\d{2}-\d{2}\)$")
-_TAG = re.compile(r"^<([^<>]+)>\s*")
+_TAG = re.compile(r"<([a-z][a-z ,/-]*)>\s*")  # FOLDOC subject tags, usually opening the text
 _SENSE = re.compile(r"^\d+\.\s+")
 _BRACKETS = re.compile(r"\s*\[[^\[\]]*\]")
 _SPACE = re.compile(r"\s+")
@@ -57,11 +57,16 @@ def links(text: str) -> tuple[str, ...]:
 
 
 def unmark(text: str) -> str:
-    """`{cross ref}` -> `cross ref`; `{name (url)}` and bare URLs dropped; spaces squashed."""
+    """`{cross ref}` -> `cross ref`; `{name (url)}`, bare URLs and e-mail addresses dropped
+    (with an `E-mail:` left empty); spaces squashed, also inside curly quotes."""
     text = _URL_LINK.sub(" ", text)
     text = _LINK.sub(lambda m: m.group(1), text)
-    text = _URL.sub(" ", text)
-    return re.sub(r"\s+([.,;:])", r"\1", squash(text.replace("{", "").replace("}", "")))
+    text = URL.sub(" ", text)
+    text = squash(text.replace("{", "").replace("}", ""))
+    text = re.sub(r"\b(?:E-mail|Email|Mailing list):\s*(?=[.,;]|$)", "", text)
+    text = re.sub(r"\s+([.,;:])", r"\1", text)
+    text = re.sub(r"(?<!\.)\.\.(?!\.)", ".", text)  # what a dropped link or address left
+    return squash(text.replace("“ ", "“").replace(" ”", "”"))
 
 
 def paragraphs(body: str) -> list[str]:
@@ -114,14 +119,14 @@ def foldoc_entry(article: Article) -> Entry | None:
     names = [squash(h) for h in header.splitlines() if h.strip()]
     if not names:
         return None
-    paras = [p for p in paragraphs(body) if not _DATE.match(p)]
+    paras = [p for p in paragraphs(_URL_LINK.sub(" ", body)) if not _DATE.match(p)]  # links may span lines
     paras = first_sense(paras)
     label = ""
     if paras:
-        m = _TAG.match(paras[0])
-        if m:
+        m = _TAG.search(paras[0])
+        if m and m.start() <= 40:  # after at most a pronunciation or an acronym
             label = m.group(1).split(",")[0].strip().lower()
-            paras[0] = paras[0][m.end():]
+        paras = [_TAG.sub("", p) for p in paras]
     related = links(_BRACKETS.sub("", " ".join(paras)))
     clean = [_BRACKETS.sub("", unmark(p)).strip() for p in paras]
     clean = [p for p in clean if p and not _URL_ONLY.match(p)]
@@ -141,7 +146,7 @@ def jargon_entry(article: Article) -> Entry | None:
     lines = article.text.split("\n")
     term = squash(lines[0]) if lines else ""
     body = "\n".join(lines[2:]) if len(lines) > 1 and lines[1].startswith(" ") else "\n".join(lines[1:])
-    paras = first_sense(paragraphs(body))
+    paras = first_sense(paragraphs(_URL_LINK.sub(" ", body)))
     related = links(_BRACKETS.sub("", " ".join(paras)))
     clean = [_BRACKETS.sub("", unmark(p)).strip() for p in paras]
     text = _definition([p for p in clean if p])
@@ -187,7 +192,7 @@ def devil_entry(article: Article) -> Entry | None:
         if ln.startswith(" ") and prose:  # verse or a quoted anecdote begins
             break
         prose.append(ln)
-    definition = clip(squash(" ".join(prose)))
+    definition = clip(_BRACKETS.sub("", unmark(" ".join(prose))).strip())
     definition = re.sub(r"_([^_]+)_", r"\1", definition)  # _emphasis_
     if not usable(definition):
         return None

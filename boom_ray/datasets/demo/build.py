@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from boom_ray import __version__
-from boom_ray.datasets.common import Suite, rng_for, suite_json
+from boom_ray.datasets.common import rng_for, suite_json
 from boom_ray.datasets.demo import debian
 from boom_ray.datasets.demo.dictd import DemoDataError, dictd_files, read_articles
 from boom_ray.datasets.demo.glossary import (

@@ -9,12 +9,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from boom_ray import __version__
+from boom_ray.datasets.common import Suite, suite_json
+from boom_ray.datasets.output import check_out, write_build
 from boom_ray.datasets.wordnet.database import WordNet, WordNetError, check_wordnet_dir, load_wordnet
 from boom_ray.datasets.wordnet.tasks import (
-    SPLITS, TASKS, BuildOptions, CorpusBuilder, Suite, SuiteBuilder, assign_splits, suite_json,
-    trained_definitions,
+    SPLITS, TASKS, BuildOptions, CorpusBuilder, SuiteBuilder, assign_splits, trained_definitions,
 )
-from boom_ray.datasets.output import check_out, write_build
 
 BUILDER = "boom build-wordnet"
 

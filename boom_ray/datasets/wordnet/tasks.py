@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from boom_ray.datasets.common import Suite, rng_for, sample, suite_json, unit_hash
+from boom_ray.datasets.common import Suite, rng_for, sample, unit_hash
 from boom_ray.datasets.wordnet.database import Synset, WordNet, WordNetError
 from boom_ray.datasets.wordnet.graph import children, parents, path_similarity, pick_negatives, walk
 

@@ -18,6 +18,7 @@ LICENCES = {
     "debian": "each package's own licence, as its /usr/share/doc/<pkg>/copyright states "
               "(manifest.json: sources.debian.packages)",
 }
+GFDL = Path("/usr/share/common-licenses/GFDL-1.3")  # Debian base-files; FOLDOC and V.E.R.A. are GFDL 1.1+
 COPYRIGHT_FILES = {"foldoc": "dict-foldoc", "jargon": "dict-jargon", "vera": "dict-vera", "devil": "dict-devil"}
 
 
@@ -35,6 +36,8 @@ def licence(paths, wordnet_text: str) -> str:
                  "description of installed packages), each under its package's licence as stated in "
                  "/usr/share/doc/<pkg>/copyright; manifest.json lists every package used with its "
                  "version and that licence.\n")
+    gfdl = GFDL.read_text(encoding="utf-8") if GFDL.is_file() else f"({GFDL} not found on the building machine)\n"
+    parts.append(f"== GNU Free Documentation License 1.3 (for foldoc and vera), {GFDL} ==\n\n{gfdl}")
     return "\n".join(parts)
 
 

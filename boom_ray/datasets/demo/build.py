@@ -68,20 +68,23 @@ class Paths:
     doc_dir: Path = debian.DOC
 
 
-def read_dictionary(paths: Paths, source: Source) -> list[Entry]:
-    """A dictd source's clean entries, one per key (the first article wins)."""
+def read_dictionary(paths: Paths, source: Source) -> tuple[list[Entry], set[str]]:
+    """A dictd source's clean entries, one per key (the first article wins), and every name it
+    defines, skipped articles included (FOLDOC's names are kept out of the OOD suites)."""
     out: dict[str, Entry] = {}
+    defined: set[str] = set()
+    heads: dict[str, int] = {}
     for article in read_articles(paths.dictd_dir, source.name, source.package):
+        defined.update(h.lower() for h in article.headwords)
+        head = article.text.split("\n", 1)[0].strip().lower()
+        defined.add(head)
+        heads[head] = heads.get(head, 0) + 1
         e = READERS[source.name](article)
         if e is not None and e.key not in out:
             out[e.key] = e
     if source.name == "vera":  # an acronym with several expansions is an ambiguous query
-        counts: dict[str, int] = {}
-        for article in read_articles(paths.dictd_dir, "vera", source.package):
-            head = article.text.split("\n", 1)[0].strip().lower()
-            counts[head] = counts.get(head, 0) + 1
-        out = {k: e for k, e in out.items() if counts.get(k, 0) == 1}
-    return list(out.values())
+        out = {k: e for k, e in out.items() if heads.get(k, 0) == 1}
+    return list(out.values()), defined
 
 
 def check_sources(paths: Paths) -> None:
@@ -186,15 +189,15 @@ def build(paths: Paths, out: Path, options: BuildOptions, command: str, wn: Word
     tasks, suites, info = wordnet_part(paths, options, wn)
     sources = {"wordnet": {**info, "path": str(paths.wordnet_dir)}}
     by_name = {s.name: s for s in SOURCES}
-    foldoc = read_dictionary(paths, by_name["foldoc"])
+    foldoc, foldoc_names = read_dictionary(paths, by_name["foldoc"])
     wn_terms = wordnet_terms(tasks)
     f_tasks, f_suites, sources["foldoc"] = foldoc_part(foldoc, options, wn_terms)
     tasks.update(f_tasks)
     for split in SPLITS:
         suites[split] += f_suites[split]
-    # every name trained on: WordNet's training terms and all FOLDOC names (trained or held
-    # out: FOLDOC is the in-domain source)
-    names = wn_terms | {n for e in foldoc for n in e.names}
+    # every name trained on: WordNet's training terms and every name FOLDOC defines (trained,
+    # held out or skipped: FOLDOC is the in-domain source)
+    names = wn_terms | foldoc_names | {n for e in foldoc for n in e.names}
     texts = {t.lower() for rows in tasks.values() for r in rows for t in [r["query"], *r["pos"], *r["neg"]]}
     for s in SOURCES:
         if s.role != "ood":
@@ -202,7 +205,7 @@ def build(paths: Paths, out: Path, options: BuildOptions, command: str, wn: Word
         if s.name == "debian":
             entries = debian.read_packages(paths.dpkg_status, paths.doc_dir)
         else:
-            entries = read_dictionary(paths, s)
+            entries, _ = read_dictionary(paths, s)
         o_suites, sources[s.name], kept = ood_part(s, entries, names, texts, options)
         if s.name == "debian":
             sources[s.name]["packages"] = [dict(e.meta) for e in kept]

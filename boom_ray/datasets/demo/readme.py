@@ -85,8 +85,8 @@ def readme(manifest: dict, suites: dict[str, list[Suite]]) -> str:
         "",
         "Cleaning: dictd markup stripped (`{cross refs}` keep their text, URLs and e-mail addresses go, "
         "`<subject>` tags become FOLDOC's label, closing dates and bracketed attributions go), first "
-        "sense only, cut at a sentence end under 240 characters (about 55 tokens; the demo's MiniLM reads 64); entries under 25 characters or 4 "
-        "words, redirects (`See ...`) and acronyms with several or unknown (`???`) expansions are skipped. Debian: one "
+        "sense only, cut at a sentence end under 240 characters (about 55 tokens; the demo's MiniLM reads 64); entries with no sentence end there, "
+        "under 25 characters or 4 words, redirects (`See ...`) and acronyms with several or unknown (`???`) expansions are skipped. Debian: one "
         "package per source package (binaries of one source share their description), installed "
         "packages only (so each licence is read from the package's copyright file); descriptions of "
         "Python, manual-page and GCIDE packages are left out (reserved for independent checks). "

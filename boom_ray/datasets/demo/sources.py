@@ -7,7 +7,8 @@ cross-references (FOLDOC and Jargon `{links}`), which make hard negatives and di
 
 Cleaning drops dictd markup (`{cross refs}` keep their text, URLs go, `<subject>` tags become the
 label, trailing `(1997-05-11)` dates and `[Jargon File]`-style attributions go) and keeps the
-first sense, cut at a sentence end under `MAX_CHARS` (a 64-token demo model reads no more); too short or redirect-only entries
+first sense, cut at a sentence end under `MAX_CHARS` (a 64-token demo model reads no more;
+an entry with no sentence end there is skipped as too long); too short or redirect-only entries
 (`See {x}.`) are skipped (None)."""
 
 from __future__ import annotations
@@ -74,14 +75,13 @@ def paragraphs(body: str) -> list[str]:
 
 
 def clip(text: str, limit: int = MAX_CHARS) -> str:
-    """`text` cut at the last sentence end within `limit` characters (at a word if none)."""
+    """`text` cut at the last sentence end within `limit` characters; "" (too long: the entry
+    is skipped) when its first sentences leave no such end past a third of the limit."""
     if len(text) <= limit:
         return text
     head = text[:limit]
     end = max(head.rfind(". "), head.rfind("? "), head.rfind("! "))
-    if end >= limit // 3:
-        return head[:end + 1]
-    return head[:head.rfind(" ")].rstrip(",;:") + " ..."
+    return head[:end + 1] if end >= limit // 3 else ""
 
 
 def usable(text: str) -> bool:

@@ -34,15 +34,23 @@ if ! command -v nvidia-smi >/dev/null 2>&1 && "$VENV/bin/python" -m pip list 2>/
   echo "       Remove $VENV and rerun with TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" >&2
   exit 1
 fi
-# Debian's wordnet-base (WordNet 3.0, /usr/share/wordnet): the source of the bundled demo data;
-# the tests that rebuild the sample from it skip without it. Installed where we may (root + apt).
-if [ ! -f /usr/share/wordnet/data.noun ]; then
+# Debian's text sources of the bundled demo data (boom build-demo-data, boom build-wordnet):
+# WordNet 3.0 (/usr/share/wordnet) and the dictd databases FOLDOC, Jargon File, V.E.R.A. and
+# The Devil's Dictionary (/usr/share/dictd). The tests that rebuild the samples from them skip
+# without them. Installed where we may (root + apt).
+DEBIAN_SOURCES=""
+[ -f /usr/share/wordnet/data.noun ] || DEBIAN_SOURCES=" wordnet-base"
+for dict in foldoc jargon vera devil; do
+  [ -f "/usr/share/dictd/$dict.index" ] || DEBIAN_SOURCES="$DEBIAN_SOURCES dict-$dict"
+done
+if [ -n "$DEBIAN_SOURCES" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian wordnet-base"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base) \
-      >/dev/null || echo "setup: could not install wordnet-base; WordNet rebuild tests will skip" >&2
+    echo "setup: installing Debian packages:$DEBIAN_SOURCES"
+    # shellcheck disable=SC2086  # a list of package names
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $DEBIAN_SOURCES) \
+      >/dev/null || echo "setup: could not install$DEBIAN_SOURCES; the demo-data rebuild tests will skip" >&2
   else
-    echo "setup: wordnet-base not installed (apt-get install wordnet-base); WordNet rebuild tests will skip"
+    echo "setup: not installed:$DEBIAN_SOURCES (apt-get install them); the demo-data rebuild tests will skip"
   fi
 fi
 echo "setup: ready ($VENV)"

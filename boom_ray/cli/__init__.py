@@ -20,6 +20,7 @@ from boom_ray.errors import BoomError
 COMMANDS: dict[str, str] = {
     "bag": "bag",
     "build-wordnet": "build_wordnet",
+    "build-demo-data": "build_demo_data",
     "train": "train",
     "merge": "merge",
     "sweep": "sweep",

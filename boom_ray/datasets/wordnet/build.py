@@ -3,19 +3,18 @@ README.md and manifest.json, all into a temporary folder renamed into place on s
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from boom_ray import __version__
+from boom_ray.datasets.common import Suite, suite_json
+from boom_ray.datasets.output import check_out, write_build
 from boom_ray.datasets.wordnet.database import WordNet, WordNetError, check_wordnet_dir, load_wordnet
 from boom_ray.datasets.wordnet.tasks import (
-    SPLITS, TASKS, BuildOptions, CorpusBuilder, Suite, SuiteBuilder, assign_splits, suite_json,
-    trained_definitions,
+    SPLITS, TASKS, BuildOptions, CorpusBuilder, SuiteBuilder, assign_splits, trained_definitions,
 )
-from boom_ray.storage import resolve, staged_dir
 
 BUILDER = "boom build-wordnet"
 
@@ -36,44 +35,13 @@ def licence_text(wordnet_dir: Path) -> str:
             "licence:\n\n" + text + "\n")
 
 
-def _check_out(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier build: --out must not wipe user data."""
-    if out.exists() and any(out.iterdir()):
-        manifest = out / "manifest.json"
-        try:
-            ours = json.loads(manifest.read_text()).get("builder") == BUILDER
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise WordNetError(f"{out} exists and is not an earlier build-wordnet output "
-                               f"(no {manifest.name}); choose an empty or new --out")
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _write_suite(folder: Path, suite: Suite) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, content in suite.files.items():
-        if isinstance(content, str):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(content, encoding="utf-8")
-        else:
-            _write_jsonl(folder / name, content)
-    (folder / "suite.json").write_text(json.dumps(suite_json(suite), indent=2) + "\n")
-
-
 def build(wordnet_dir: Path, out: Path, options: BuildOptions, command: str,
           wn: WordNet | None = None) -> dict:
     """Build everything and return the manifest (also written as manifest.json). `wn` is the
     already parsed database of `wordnet_dir`, if the caller has it."""
     started = time.time()
     check_wordnet_dir(wordnet_dir)
-    _check_out(out)
+    check_out(out, BUILDER, WordNetError)
     wn = wn or load_wordnet(wordnet_dir)
     splits = assign_splits(wn, options.seed, options.holdout)
     corpus = CorpusBuilder(wn, splits, options)
@@ -91,18 +59,8 @@ def build(wordnet_dir: Path, out: Path, options: BuildOptions, command: str,
         "suites": {f"{split}/{s.name}": {**suite_json(s), "counts": s.counts}
                    for split in SPLITS for s in suites[split]},
     }
-    fs, final = resolve(str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staged_dir(fs, final) as tmp:
-        root = Path(tmp)
-        for name, rows in tasks.items():
-            _write_jsonl(root / "corpus" / f"{name}.jsonl", rows)
-        for split in SPLITS:
-            for suite in suites[split]:
-                _write_suite(root / "suites" / split / suite.name, suite)
-        (root / "LICENSE").write_text(licence_text(wordnet_dir), encoding="utf-8")
-        (root / "README.md").write_text(readme(manifest, suites), encoding="utf-8")
-        (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_build(out, tasks, suites, {"LICENSE": licence_text(wordnet_dir),
+                                     "README.md": readme(manifest, suites)}, manifest)
     manifest["seconds"] = round(time.time() - started, 1)
     return manifest
 

@@ -15,7 +15,6 @@ retrieval suite (distractors) and the partners of STS pairs come from its split 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
+from boom_ray.datasets.common import Suite, rng_for, sample, unit_hash
 from boom_ray.datasets.wordnet.database import Synset, WordNet, WordNetError
 from boom_ray.datasets.wordnet.graph import children, parents, path_similarity, pick_negatives, walk
 
@@ -58,14 +58,8 @@ class BuildOptions:
             raise WordNetError(f"--holdout must be between 0 and 1, got {self.holdout}")
 
 
-def rng_for(seed: int, *parts: str) -> random.Random:
-    """A generator that depends only on the seed and a name (string seeds hash with SHA-512,
-    so this is the same in every process, whatever PYTHONHASHSEED)."""
-    return random.Random(":".join([str(seed), *parts]))
-
-
 def split_of(key: str, seed: int, holdout: float) -> str:
-    u = int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "big") / 2**64
+    u = unit_hash(seed, key)
     if key[0] in OOD_POS:
         return "dev" if u < 0.5 else "test"
     if u < holdout / 2:
@@ -101,15 +95,6 @@ def balanced_sample(keys: list[str], label: Callable[[str], str], n: int | None,
                 out.append(q[depth])
         depth += 1
     return out
-
-
-def sample(keys: Iterable[str], n: int | None, rng: random.Random) -> list[str]:
-    """`n` keys (all when None) in a seeded random order."""
-    keys = sorted(keys)
-    if n is None or n >= len(keys):
-        rng.shuffle(keys)
-        return keys
-    return rng.sample(keys, n)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -200,19 +185,6 @@ class CorpusBuilder:
 
 
 # ------------------------------------------------------------------------------------ suites
-
-
-@dataclass(frozen=True)
-class Suite:
-    """A built suite: its files (name -> list of JSON rows, or the qrels text) and suite.json."""
-
-    name: str
-    type: str
-    instruction: str
-    domain: str
-    files: dict
-    counts: dict
-    describe: str
 
 
 class SuiteBuilder:
@@ -354,8 +326,3 @@ class SuiteBuilder:
 def _pos_names(pool: list[str]) -> str:
     names = {"n": "nouns", "v": "verbs", "a": "adjectives", "r": "adverbs"}
     return "+".join(names[p] for p in "nvar" if any(k[0] == p for k in pool))
-
-
-def suite_json(suite: Suite) -> dict:
-    return {"type": suite.type, "instruction": suite.instruction, "domain": suite.domain}
-

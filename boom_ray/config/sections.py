@@ -212,6 +212,10 @@ class EvalConfig(Strict):
     """Inputs of at least this many texts are embedded by the Ray Data actor pool; smaller ones in-process."""
     dims: list[int] | None = None
     """Also score every suite at these truncated embedding sizes (Matryoshka; renormalised)."""
+    prompts: Literal["declared", "model", "none"] = "declared"
+    """How the report, sweeps and updates prompt queries (`boom_ray.eval.prompts`): declared (the
+    suite's instruction, else the model's own prompt), model (the model's own prompt only) or none
+    (queries as they are: for encoders trained without instructions, such as MiniLM)."""
     cache_dir: str | None = None
     """A folder of evaluation results shared by several runs, one file per model and evaluation
     fingerprint, looked up when the run's own `<workdir>/eval/` has no current entry (`boom run

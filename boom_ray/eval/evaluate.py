@@ -55,14 +55,16 @@ def load_suites(suites: Sequence[SuiteLike], *, default_domain: str | None = Non
 def evaluate_model(model_path: str, suites: Sequence[SuiteLike], eval_cfg: EvalConfig | None = None, *,
                    model_cfg: ModelConfig | None = None, default_domain: str | None = None,
                    default_instruction: str | None = None, show_progress: bool = False,
-                   embedder=None, prompts: PromptMode = "declared") -> dict[str, Any]:
+                   embedder=None, prompts: PromptMode | None = None) -> dict[str, Any]:
     """Results document (see `results.summarize`) of `model_path` on `suites`.
 
     `model_cfg` supplies settings for a plain Hugging Face base model (pooling, prompt template);
     a sentence-transformers folder's own files are used otherwise. `embedder`: a model already
     loaded in this process to score instead (see ModelEncoder). `prompts` is the prompt mode
     (`boom_ray.eval.prompts`): declared (suite / CLI instruction, else the model's own prompt),
-    model (the model's own prompt only) or none."""
+    model (the model's own prompt only) or none; by default the run config's `eval.prompts`."""
+    if prompts is None:
+        prompts = eval_cfg.prompts if eval_cfg is not None else "declared"
     if prompts not in PROMPT_MODES:
         raise ValueError(f"prompts must be one of {PROMPT_MODES}, got {prompts!r}")
     loaded = load_suites(suites, default_domain=default_domain, default_instruction=default_instruction)

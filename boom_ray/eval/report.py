@@ -81,9 +81,11 @@ def eval_fingerprint(cfg: RunConfig) -> str:
     (suites by content: a job's working-dir upload gives them new modification times)."""
     suites = [[ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))},
                tree_digest(ref.path, content=True)] for ref in cfg.eval.suites]
-    truncated = {"dims": cfg.eval.dims} if cfg.eval.dims else {}  # absent by default: caches stay valid
+    extra = {"dims": cfg.eval.dims} if cfg.eval.dims else {}  # absent by default: caches stay valid
+    if cfg.eval.prompts != "declared":
+        extra["prompts"] = cfg.eval.prompts
     return stable_hash({"version": EVAL_VERSION, "suites": suites,
-                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set), **truncated})
+                        "model": cfg.model.model_dump(include=cfg.model.model_fields_set), **extra})
 
 
 def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any]]:
@@ -103,11 +105,23 @@ def prompt_variants(model: RunModel, suites: list, results: dict[str, Any], cfg:
         return {}
     names = {s.name for s in ood}
     same = summarize(model.path, [e for e in results["suites"] if e["name"] in names])
-    by_model = (evaluate_model(model.path, ood, cfg.eval, model_cfg=model_cfg, prompts="model")
-                if any(s.instruction for s in ood) else same)
+    mode, instructed = cfg.eval.prompts, any(s.instruction for s in ood)
     declared = declared_prompts(model.path, model_cfg)
-    none = (evaluate_model(model.path, ood, cfg.eval, model_cfg=model_cfg, prompts="none")
-            if declared.query or declared.document else by_model)
+    declares = declared.query or declared.document
+    # "model" is the main evaluation when that ran in model mode, or in declared mode on suites
+    # without instructions; "none" equals "model" for a model that declares no prompt.
+    if mode == "model" or (mode == "declared" and not instructed):
+        by_model = same
+    elif mode == "none" and not declares:
+        by_model = same
+    else:
+        by_model = evaluate_model(model.path, ood, cfg.eval, model_cfg=model_cfg, prompts="model")
+    if mode == "none":
+        none = same
+    elif not declares:
+        none = by_model
+    else:
+        none = evaluate_model(model.path, ood, cfg.eval, model_cfg=model_cfg, prompts="none")
     return {"model": by_model, "none": none}
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from boom_ray.merge.io import to_float32
+from boom_ray.merge.io import rows_to_float32
 
 
 def block_slices(count: int, block: int, parts: int) -> list[tuple[int, int]]:
@@ -52,14 +52,16 @@ def worker_pool(threads: int) -> Iterator[ThreadPoolExecutor | None]:
 
 
 class BlockScratch:
-    """Per worker: float32 rows of one block, a float32 result row and a uint32 row (bfloat16
-    rounding), allocated once per merge so no block allocates."""
+    """Per worker: float32 rows of one block, a float32 result row, a uint32 row (bfloat16
+    rounding) and a 4-byte-per-element staging row (the result in the output dtype, to be
+    written), allocated once per merge so no block allocates."""
 
     def __init__(self, threads: int, rows: int, block: int) -> None:
         self.rows = rows
         self.xs = [np.empty(rows * block, dtype=np.float32) for _ in range(threads)]
         self.res = [np.empty(block, dtype=np.float32) for _ in range(threads)]
         self.bits = [np.empty(block, dtype=np.uint32) for _ in range(threads)]
+        self.store = [np.empty(4 * block, dtype=np.uint8) for _ in range(threads)]
 
 
 def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratch: BlockScratch,
@@ -78,8 +80,7 @@ def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratc
         for a in range(a0, a1, block):
             m = min(block, a1 - a)
             rows = scratch.xs[k][: rows_n * m].reshape(rows_n, m)
-            for i, raw in enumerate(raws):
-                to_float32(raw[a:a + m], dtype, rows[i])
+            rows_to_float32([raw[a:a + m] for raw in raws], dtype, rows)
             res = work(a, rows[:n], rows[n] if rows_n > n else None, k)
             if reduce and out and res.dtype.kind in "iu":  # integer sums are exact in any order
                 out[0] += res

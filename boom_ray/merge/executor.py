@@ -2,18 +2,20 @@
 windows and stores each result straight into its place in the output shards.
 
 Memory plan: the budget pays for one mapped window per input (the slice of a tensor being
-merged, in its stored dtype), one mapped window of the output, and float32 scratch for one
-cache-sized block per worker thread (see `io.Window`). A tensor that fits a window is mapped
+merged, in its stored dtype), one window's worth for the output (kept in the plan, though results
+now go out by pwrite from per-worker staging rows), and float32 scratch for one cache-sized
+block per worker thread (see `io.Window`). A tensor that fits a window is mapped
 once and all of a method's passes run over it; a bigger one is cut into chunks and mapped again
 for every pass (its statistics passes plus the combine: two for multislerp, slerp, karcher and
 model_stock, three for ties with density < 1, up to four for sce and rescaled ties or
 breadcrumbs, one for linear and task arithmetic). Chunks and blocks hold whole rows for methods
 that ask for them (`Method.alignment`: DELLA). RSS is the interpreter plus these, whatever the model size.
 
-Time plan: nothing is copied between the page cache and buffers; the work is converting to
-float32, a few flops per element, and faulting in the output's new pages. Each window is cut
-into one block-aligned slice per worker thread and every worker does all three for its slice,
-so the whole merge uses every core.
+Time plan: inputs are read straight from the page cache (mapped); the work is converting to
+float32, a few flops per element, and writing the output (pwrite of each rounded block: on
+ext4, stores through a mapped output cost a journalled write fault per fresh page, 10x the
+pwrite). Each window is cut into one block-aligned slice per worker thread and every worker does
+all three for its slice, so the whole merge uses every core.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
 from boom_ray.merge.blocks import BlockScratch, block_slices, default_threads, on_blocks, worker_pool  # noqa: F401
-from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc, TensorReader,
-                               Window, from_float32, index_model, itemsize)
+from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, STORAGE, OutTensor, ShardedWriter, TensorLoc,
+                               TensorReader, Window, from_float32, index_model, itemsize)
 from boom_ray.merge.methods import Method, TensorState, new_state
 from boom_ray.merge.methods.params import layer_positions
 
@@ -48,8 +50,9 @@ class NonFiniteError(MergeError):
 
 
 MIN_BLOCK = 1 << 8
-MAX_BLOCK = 1 << 17
-"""Elements per row of a float32 block: a few MB for all rows, so the conversions, the
+MAX_BLOCK = 1 << 16
+"""Elements per row of a float32 block: about 1.3 MB for five rows (the fastest of 8K to 128K
+elements per row measured on the 2-vCPU box, as in merge/in_memory.py), so the conversions, the
 statistics and the combine of a block run in cache and RAM sees each input byte about once per
 pass."""
 
@@ -275,29 +278,30 @@ class _Run:
         return total
 
     def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window], block: int) -> None:
-        """Output elements [first, first + window length), stored through a mapped output window."""
-        method = self.method
-        count = wins[0].data.size
-        window = self.writer.window(loc.name, first, count)
-        out_dtype = window.dtype
+        """Output elements [first, first + window length): each worker rounds its blocks into its own
+        staging row and writes them in place (`ShardedWriter.pwrite`)."""
+        method, writer = self.method, self.writer
+        out_dtype = writer.dtype(loc.name)
+        size = itemsize(out_dtype)
 
         def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
-            merged = method.combine(state, xs, base, self.scratch.res[k][:xs.shape[1]], first + a)
+            m = xs.shape[1]
+            merged = method.combine(state, xs, base, self.scratch.res[k][:m], first + a)
             if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
                 bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
                                      f"{bad}; method {method.name}); check the inputs and weights")
-            part = window.data[a:a + merged.size]  # no view outlives the block, so the window can unmap
-            from_float32(merged, out_dtype, part, self.scratch.bits[k][:merged.size])
-            if out_dtype == "F16" and not bool(np.isfinite(part).all()):
-                raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
+            if out_dtype == "F32":
+                part = merged
+            else:
+                part = self.scratch.store[k][: m * size].view(STORAGE[out_dtype])
+                from_float32(merged, out_dtype, part, self.scratch.bits[k][:m])
+                if out_dtype == "F16" and not bool(np.isfinite(part).all()):
+                    raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
+            writer.pwrite(loc.name, (first + a) * size, part)
 
-        try:
-            self.on_blocks(wins, block, combine)
-        except BaseException:
-            window.close()
-            raise
-        self.writer.written(loc.name, window)
+        self.on_blocks(wins, block, combine)
+        writer.count(loc.name, wins[0].data.size * size)
 
 
 def human_bytes(n: float) -> str:

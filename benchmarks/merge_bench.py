@@ -14,7 +14,8 @@ What moved the figures between invocations, and what the harness does about each
   the same (worst, but steady) state, rather than whatever the previous variant left.
 - Threads: the floor uses as many threads as `boom merge` (given to both explicitly).
 - Order: the variants' order rotates from run to run, so no variant always runs after the same
-  other; medians of the runs and their spread are reported.
+  other; medians of the runs and their spread are reported. One untimed round of floor and
+  boom-ray comes first (right after a set was generated, the first round ran 2-3x slower).
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ def run_set(name: str, models: list[Path], out_bytes: int, yaml_path: Path, work
         "mergekit": [str(mergekit), str(yaml_path), str(outs["mergekit"]), "--quiet"] if mergekit else [],
     }
     rows: dict[str, list[dict]] = {"floor": [], "boom": [], "mergekit": []}
+    for v in ("floor", "boom"):  # one untimed round: the first run after generating a set was 2-3x slow
+        warm_page_cache(models)
+        settle()
+        timed(cmds[v])
     for r in range(runs):
         variants = ["floor", "boom"] + (["mergekit"] if mergekit and r < mergekit_runs else [])
         k = r % len(variants)

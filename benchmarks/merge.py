@@ -1,6 +1,6 @@
 """Merge benchmark: boom-ray's streaming merge against mergekit 0.1.5 and the I/O floor.
 
-    .venv/bin/python benchmarks/merge.py --skip-equality --runs 5 --mergekit-runs 2   # both sets (~25 min)
+    .venv/bin/python benchmarks/merge.py --skip-equality --runs 5 --mergekit-runs 2   # both sets, ~12 min
     .venv/bin/python benchmarks/merge.py --skip-equality --sets small --runs 2 --mergekit-runs 1
     .venv/bin/python benchmarks/merge.py --skip-big      # only the float32 equality set
     .venv/bin/python benchmarks/merge.py --skip-big --only della --mergekit /tmp/mk/bin/mergekit-yaml

@@ -4,6 +4,7 @@ score it), with the same weight vectors and dev suites, in the same run.
 
     .venv/bin/python benchmarks/sweep.py                   # both model sets, 5 trials per path
     .venv/bin/python benchmarks/sweep.py --sets minilm --trials 3
+    .venv/bin/python benchmarks/sweep.py --sets qwen3-0.6b --merge-only --trials 7   # the in-memory merge alone
 
 Model sets:
 - minilm: five copies of the bundled all-MiniLM-L6-v2 with seeded perturbations (the demo's bag
@@ -104,7 +105,7 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
     from boom_ray.merge.methods import get_method
     from boom_ray.merge.request import MergeRequest, ModelInput
     from boom_ray.merge.task import merge
-    from boom_ray.sweep.trial import load_weights, resident_embedder
+    from boom_ray.sweep.trial import load_weights, parameter_targets, resident_embedder
 
     torch.set_num_threads(2)
     suites = suites_of(name)
@@ -121,7 +122,8 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
         t0 = time.perf_counter()
         if path == "new":
             params, model_params = method.validate(len(bags), False, {}, [{"weight": w} for w in weights])
-            merge_in_memory(method, tensors, None, params, model_params, stats, sink=load_weights(embedder))
+            merge_in_memory(method, tensors, None, params, model_params, stats, sink=load_weights(embedder),
+                            targets=parameter_targets(embedder), threads=2)  # as a trial of trial_cpus 2
             t1 = time.perf_counter()
             results = evaluate_model(bags[0], suites, eval_cfg, embedder=embedder)
         else:
@@ -142,6 +144,28 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
         out["trials"].append({"outside_s": t1 - t0, "scoring_s": t2 - t1, "score": score(results, "mean/main")})
     out["peak_rss_mib"] = peak_rss_mib()
     return out
+
+
+def merge_only(name: str, bags: list[str], vectors: list[list[float]], threads: int | None) -> dict:
+    """Only the new path's merge into the resident embedder, timed per weight vector (setup
+    excluded): what a trial spends outside scoring, without the scoring noise."""
+    from boom_ray.merge.in_memory import load_model_tensors, merge_in_memory
+    from boom_ray.merge.methods import get_method
+    from boom_ray.sweep.inputs import from_npz
+    from boom_ray.sweep.trial import load_weights, parameter_targets, resident_embedder
+
+    method = get_method("multislerp")
+    stats = from_npz(statistics_file(name).read_bytes())
+    tensors = [load_model_tensors(b) for b in bags]
+    embedder = resident_embedder(bags[0])
+    times = []
+    for weights in vectors:
+        params, model_params = method.validate(len(bags), False, {}, [{"weight": w} for w in weights])
+        t0 = time.perf_counter()
+        merge_in_memory(method, tensors, None, params, model_params, stats, sink=load_weights(embedder),
+                        targets=parameter_targets(embedder), threads=threads)
+        times.append(time.perf_counter() - t0)
+    return {"set": name, "threads": threads, "merge_s": times, "median_s": statistics.median(times)}
 
 
 def peak_rss_mib() -> float:
@@ -216,6 +240,9 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--merge-only", action="store_true", help="time only the in-memory merge (new path), "
+                    "one per weight vector, in this process")
+    ap.add_argument("--threads", type=int, help="merge threads for --merge-only (default: as a merge picks)")
     ap.add_argument("--worker", choices=["old", "new"], help=argparse.SUPPRESS)
     ap.add_argument("--bags", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--vectors", help=argparse.SUPPRESS)
@@ -224,6 +251,12 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.sets[0], args.bags, json.loads(args.vectors))))
         return
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.merge_only:
+        for name in args.sets:
+            bags = make_bags(name, OUT / "sweep-bags" / name)
+            write_statistics(name, bags)
+            print(json.dumps(merge_only(name, list(map(str, bags)), weight_vectors(args.trials), args.threads)))
+        return
     rows = []
     for name in args.sets:
         bags = make_bags(name, OUT / "sweep-bags" / name)

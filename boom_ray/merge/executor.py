@@ -2,25 +2,26 @@
 windows and stores each result straight into its place in the output shards.
 
 Memory plan: the budget pays for one mapped window per input (the slice of a tensor being
-merged, in its stored dtype), one mapped window of the output, and float32 scratch for one
-cache-sized block per worker thread (see `io.Window`). A tensor that fits a window is mapped
+merged, in its stored dtype), one window's worth for the output (kept in the plan, though results
+now go out by pwrite from per-worker staging rows), and float32 scratch for one cache-sized
+block per worker thread (see `io.Window`). A tensor that fits a window is mapped
 once and all of a method's passes run over it; a bigger one is cut into chunks and mapped again
 for every pass (its statistics passes plus the combine: two for multislerp, slerp, karcher and
 model_stock, three for ties with density < 1, up to four for sce and rescaled ties or
 breadcrumbs, one for linear and task arithmetic). Chunks and blocks hold whole rows for methods
 that ask for them (`Method.alignment`: DELLA). RSS is the interpreter plus these, whatever the model size.
 
-Time plan: nothing is copied between the page cache and buffers; the work is converting to
-float32, a few flops per element, and faulting in the output's new pages. Each window is cut
-into one block-aligned slice per worker thread and every worker does all three for its slice,
-so the whole merge uses every core.
+Time plan: inputs are read straight from the page cache (mapped); the work is converting to
+float32, a few flops per element, and writing the output (pwrite of each rounded block: on
+ext4, stores through a mapped output cost a journalled write fault per fresh page, 10x the
+pwrite). Each window is cut into one block-aligned slice per worker thread and every worker does
+all three for its slice, so the whole merge uses every core.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -29,8 +30,9 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
-from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, OutTensor, ShardedWriter, TensorLoc, TensorReader,
-                               Window, from_float32, index_model, itemsize, to_float32)
+from boom_ray.merge.blocks import BlockScratch, block_slices, default_threads, on_blocks, worker_pool  # noqa: F401
+from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, STORAGE, OutTensor, ShardedWriter, TensorLoc,
+                               TensorReader, Window, from_float32, index_model, itemsize)
 from boom_ray.merge.methods import Method, TensorState, new_state
 from boom_ray.merge.methods.params import layer_positions
 
@@ -48,8 +50,9 @@ class NonFiniteError(MergeError):
 
 
 MIN_BLOCK = 1 << 8
-MAX_BLOCK = 1 << 17
-"""Elements per row of a float32 block: a few MB for all rows, so the conversions, the
+MAX_BLOCK = 1 << 16
+"""Elements per row of a float32 block: about 1.3 MB for five rows (the fastest of 8K to 128K
+elements per row measured on the 2-vCPU box, as in merge/in_memory.py), so the conversions, the
 statistics and the combine of a block run in cache and RAM sees each input byte about once per
 pass."""
 
@@ -118,15 +121,6 @@ def plan_memory(budget: int, rows: int, in_size: int, out_size: int, scratch: in
                      f"give it at least {need} bytes")
 
 
-def block_slices(count: int, block: int, parts: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges covering [0, count), cut on block boundaries into at most `parts` nearly
-    equal slices, so every block lies in one slice and the blocks do not depend on `parts`."""
-    blocks = -(-count // block)
-    k = max(1, min(parts, blocks))
-    cuts = [blocks * j // k * block for j in range(k)] + [count]
-    return list(zip(cuts[:-1], cuts[1:]))
-
-
 class StreamingMerge:
     """Runs one merge into an already created (empty) output directory."""
 
@@ -179,10 +173,8 @@ class StreamingMerge:
         writer = ShardedWriter(out_dir, out_tensors, self.max_shard_size)
         bar = tqdm(total=self.total_read_bytes(), unit="B", unit_scale=True, unit_divisor=1024,
                    desc=f"merge ({self.method.name})", disable=not self.progress, mininterval=1.0)
-        threads = self.plan.threads
-        workers = ThreadPoolExecutor(threads, thread_name_prefix="merge-worker") if threads > 1 else None
         try:
-            with TensorReader() as reader, threadpool_limits(1):
+            with worker_pool(self.plan.threads) as workers, TensorReader() as reader, threadpool_limits(1):
                 run = _Run(self, reader, writer, bar, workers)
                 names = list(self.ref)
                 for k, (name, loc) in enumerate(self.ref.items()):
@@ -200,8 +192,6 @@ class StreamingMerge:
             writer.abort()
             raise
         finally:
-            if workers is not None:
-                workers.shutdown(wait=True, cancel_futures=True)
             bar.close()
         return {"tensors": len(out_tensors), "bytes": writer.total_size, "shards": writer.files}
 
@@ -213,11 +203,7 @@ class _Run:
                  workers: ThreadPoolExecutor | None) -> None:
         self.job, self.method, self.plan = job, job.method, job.plan
         self.reader, self.writer, self.bar, self.workers = reader, writer, bar, workers
-        block = min(self.plan.block, job.largest)
-        # per worker: the float32 rows of a block, one float32 result row, one uint32 row for rounding
-        self.xs = [np.empty(job.rows * block, dtype=np.float32) for _ in range(self.plan.threads)]
-        self.res = [np.empty(block, dtype=np.float32) for _ in range(self.plan.threads)]
-        self.bits = [np.empty(block, dtype=np.uint32) for _ in range(self.plan.threads)]
+        self.scratch = BlockScratch(self.plan.threads, job.rows, min(self.plan.block, job.largest))
 
     def copy_tensor(self, loc: TensorLoc) -> None:
         for first in range(0, loc.numel, self.plan.chunk):
@@ -248,39 +234,9 @@ class _Run:
                     w.close()
 
     def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any], reduce: bool = False) -> list:
-        """`work(start, xs, base, worker)` on every block of `block` elements of the windows,
-        with `xs` the non-base rows and `base` the base row as float32 scratch and `worker` the
-        index of the thread's own scratch; one block-aligned slice per worker thread. Returns the
-        results in block order. With `reduce`, integer results (histograms) are summed per slice
-        as they come: a window has many blocks, and a histogram per block would outgrow the
-        budget; float results stay separate, summed in block order whatever the threads, so
-        the output bytes do not depend on them."""
-        plan, job = self.plan, self.job
-        raws = [w.data for w in wins]
-        dtype = wins[0].dtype
-
-        def one_slice(k: int, a0: int, a1: int) -> list:
-            out = []
-            for a in range(a0, a1, block):
-                m = min(block, a1 - a)
-                rows = self.xs[k][: job.rows * m].reshape(job.rows, m)
-                for i, raw in enumerate(raws):
-                    to_float32(raw[a:a + m], dtype, rows[i])
-                res = work(a, rows[:job.n], rows[job.n] if job.rows > job.n else None, k)
-                if reduce and out and res.dtype.kind in "iu":  # integer sums are exact in any order
-                    out[0] += res
-                else:
-                    out.append(res)
-            return out
-
-        slices = block_slices(wins[0].data.size, block, plan.threads)
-        if self.workers is None or len(slices) == 1:
-            parts = [one_slice(k, a, b) for k, (a, b) in enumerate(slices)]
-        else:
-            futures = [self.workers.submit(one_slice, k, a, b) for k, (a, b) in enumerate(slices)]
-            wait(futures)  # all slices done before an error surfaces and the windows are unmapped
-            parts = [f.result() for f in futures]
-        return [r for part in parts for r in part]
+        """`blocks.on_blocks` over the mapped windows (one slice per worker thread)."""
+        return on_blocks([w.data for w in wins], wins[0].dtype, self.job.n, block, self.scratch, self.workers,
+                         work, reduce)
 
     def merge_tensor(self, locs: list[TensorLoc]) -> None:
         job, method, loc = self.job, self.method, locs[0]
@@ -322,40 +278,30 @@ class _Run:
         return total
 
     def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window], block: int) -> None:
-        """Output elements [first, first + window length), stored through a mapped output window."""
-        method = self.method
-        count = wins[0].data.size
-        window = self.writer.window(loc.name, first, count)
-        out_dtype = window.dtype
+        """Output elements [first, first + window length): each worker rounds its blocks into its own
+        staging row and writes them in place (`ShardedWriter.pwrite`)."""
+        method, writer = self.method, self.writer
+        out_dtype = writer.dtype(loc.name)
+        size = itemsize(out_dtype)
 
         def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
-            merged = method.combine(state, xs, base, self.res[k][:xs.shape[1]], first + a)
+            m = xs.shape[1]
+            merged = method.combine(state, xs, base, self.scratch.res[k][:m], first + a)
             if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
                 bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
                                      f"{bad}; method {method.name}); check the inputs and weights")
-            part = window.data[a:a + merged.size]  # no view outlives the block, so the window can unmap
-            from_float32(merged, out_dtype, part, self.bits[k][:merged.size])
-            if out_dtype == "F16" and not bool(np.isfinite(part).all()):
-                raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
+            if out_dtype == "F32":
+                part = merged
+            else:
+                part = self.scratch.store[k][: m * size].view(STORAGE[out_dtype])
+                from_float32(merged, out_dtype, part, self.scratch.bits[k][:m])
+                if out_dtype == "F16" and not bool(np.isfinite(part).all()):
+                    raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
+            writer.pwrite(loc.name, (first + a) * size, part)
 
-        try:
-            self.on_blocks(wins, block, combine)
-        except BaseException:
-            window.close()
-            raise
-        self.writer.written(loc.name, window)
-
-
-def default_threads() -> int:
-    """Worker threads when none are configured: OMP_NUM_THREADS where set (Ray sets it to a task's
-    num_cpus), else the CPUs this process may run on. (BLAS itself runs single-threaded inside a
-    merge: the workers split the windows, and BLAS thread teams on cache-sized blocks would only
-    wait for each other.)"""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
-    except ValueError:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.on_blocks(wins, block, combine)
+        writer.count(loc.name, wins[0].data.size * size)
 
 
 def human_bytes(n: float) -> str:

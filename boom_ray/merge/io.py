@@ -1,6 +1,6 @@
 """Safetensors IO for the streaming merge: an index of every tensor's bytes, a reader that maps
 one window of one tensor at a time, and a sharded writer with a pre-planned layout whose
-tensors are filled through mapped windows too.
+tensors are written in place with pwrite (any order, any thread).
 
 Why not `safetensors.safe_open`: it maps the whole file, and every page a merge touches then
 counts in the process's RSS until the mapping goes away, so a 1.6 GB checkpoint shows up as
@@ -51,6 +51,20 @@ def to_float32(raw: np.ndarray, dtype: str, out: np.ndarray) -> None:
         np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
     else:
         out[...] = raw
+
+
+def rows_to_float32(raws: list[np.ndarray], dtype: str, rows: np.ndarray) -> None:
+    """Each of `raws` (storage of a float dtype, same length) as float32 into the matching row of
+    `rows`; for bfloat16 the rows are widened first and shifted in one call, a third faster
+    than one shifting cast per row."""
+    if dtype == "BF16":
+        bits = rows.view(np.uint32)
+        for i, raw in enumerate(raws):
+            bits[i] = raw
+        bits <<= 16
+    else:
+        for i, raw in enumerate(raws):
+            rows[i] = raw
 
 
 def from_float32(x: np.ndarray, dtype: str, out: np.ndarray, scratch: np.ndarray | None = None) -> None:
@@ -177,16 +191,14 @@ def index_model(model_dir: str) -> dict[str, TensorLoc]:
 
 class Window:
     """`count` elements of dtype `dtype` at byte `start` of an open file, mapped: `data` is a 1-D
-    numpy array (of the `STORAGE` dtype) over the mapping. Read windows are read-only; write
-    windows are shared, so stores land in the file's page cache with no copy. `close()` unmaps
-    it, and its pages leave this process's RSS."""
+    numpy array (of the `STORAGE` dtype) over the read-only mapping: the page cache's own pages,
+    no copy. `close()` unmaps it, and its pages leave this process's RSS."""
 
-    def __init__(self, fd: int, start: int, count: int, dtype: str, write: bool = False) -> None:
+    def __init__(self, fd: int, start: int, count: int, dtype: str) -> None:
         size = itemsize(dtype)
         aligned = start - start % mmap.ALLOCATIONGRANULARITY
         nbytes = count * size
-        access = mmap.ACCESS_WRITE if write else mmap.ACCESS_READ
-        self._map = mmap.mmap(fd, start - aligned + nbytes, access=access, offset=aligned) if nbytes else None
+        self._map = mmap.mmap(fd, start - aligned + nbytes, access=mmap.ACCESS_READ, offset=aligned) if nbytes else None
         # numpy holds a buffer export while any view lives, so close() cannot unmap live pages
         self.data = (np.frombuffer(self._map, dtype=STORAGE[dtype], count=count, offset=start - aligned) if nbytes
                      else np.empty(0, dtype=STORAGE[dtype]))
@@ -312,30 +324,30 @@ class ShardedWriter:
             self.total_size += offset
 
     def write(self, name: str, byte_offset: int, data: np.ndarray) -> None:
-        """Write the bytes of array `data` at `byte_offset` within tensor `name`."""
+        """Write the bytes of array `data` at `byte_offset` within tensor `name`, and count them."""
+        self._written[name] += self.pwrite(name, byte_offset, data)
+
+    def pwrite(self, name: str, byte_offset: int, data: np.ndarray) -> int:
+        """Write the bytes of array `data` at `byte_offset` within tensor `name` without counting
+        them (safe from several threads at once; the caller counts with `count`). Returns the bytes
+        written. Why pwrite and not stores through a shared mapping: on ext4 every fresh page of a
+        mapped file takes a write fault and a journalled page_mkwrite, which made writing a 1.6 GB
+        output 4.5 to 5 s against 0.4 to 0.5 s by pwrite from a small buffer on the 2-vCPU box."""
         fd, start, nbytes, _ = self._where[name]
         view = memoryview(np.ascontiguousarray(data).view(np.uint8)).cast("B")
-        if byte_offset + len(view) > nbytes:
+        if byte_offset < 0 or byte_offset + len(view) > nbytes:
             raise ValueError(f"write past the end of {name!r}")
         done = 0
         while done < len(view):
             done += os.pwrite(fd, view[done:], start + byte_offset + done)
-        self._written[name] += len(view)
+        return len(view)
 
-    def window(self, name: str, first: int, count: int) -> Window:
-        """Elements [first, first + count) of tensor `name`, mapped for writing: fill `data`, then
-        hand it to `written`. Page faults of several threads' windows run in parallel, unlike
-        buffered writes to one file, which the kernel serialises."""
-        fd, start, nbytes, dtype = self._where[name]
-        size = itemsize(dtype)
-        if first < 0 or (first + count) * size > nbytes:
-            raise ValueError(f"window past the end of {name!r}")
-        return Window(fd, start + first * size, count, dtype, write=True)
+    def count(self, name: str, nbytes: int) -> None:
+        """Count bytes of tensor `name` written by `pwrite`."""
+        self._written[name] += nbytes
 
-    def written(self, name: str, window: Window) -> None:
-        """Unmap a filled window and count its bytes as written."""
-        window.close()
-        self._written[name] += window.nbytes
+    def dtype(self, name: str) -> str:
+        return self._where[name][3]
 
     def close(self) -> None:
         """Check that every byte of every tensor was written, close the files, write the index."""

@@ -51,6 +51,32 @@ def load_weights(embedder):
     return sink
 
 
+def parameter_targets(embedder):
+    """`targets` for merge_in_memory: each parameter's storage as a flat numpy array and its
+    safetensors dtype, so merged blocks land in the resident model directly (no merged float32
+    tensor, no second copy). None for parameters numpy cannot alias (off the CPU, not
+    contiguous): those go through `load_weights`."""
+    import numpy as np
+    import torch
+
+    params = embedder.model.state_dict()
+    views = {torch.float32: (None, "F32"), torch.float16: (None, "F16"), torch.bfloat16: (torch.int16, "BF16")}
+
+    def target(name: str):
+        t = params.get(name)
+        if t is None:
+            raise KeyError(f"merged tensor {name!r} is not a parameter of the resident model")
+        if t.device.type != "cpu" or not t.is_contiguous():
+            return None
+        view, dtype = views.get(t.dtype, (None, None))
+        flat = t.detach().reshape(-1)
+        if view is not None:  # numpy has no bfloat16: its bits as uint16
+            return flat.view(view).numpy().view(np.uint16), dtype
+        return flat.numpy(), dtype  # dtype None: a non-float buffer, copied as stored
+
+    return target
+
+
 def dev_suites(cfg: RunConfig, stage: str):
     """The dev suites, loaded once per process; sampled for the first ASHA rung."""
     from boom_ray.eval.evaluate import load_suites
@@ -89,7 +115,8 @@ def make_trainable(cfg: RunConfig, experiment_uri: str):
         stats_ref = inputs.statistics.get(method_name)
         statistics = ray.get(stats_ref) if stats_ref is not None else None
         embedder = resident_embedder(request.models[0].path)
-        merge_in_memory(method, models, base, params, model_params, statistics, sink=load_weights(embedder))
+        merge_in_memory(method, models, base, params, model_params, statistics, sink=load_weights(embedder),
+                        targets=parameter_targets(embedder), threads=max(1, int(cfg.sweep.trial_cpus)))
         report = {"method": method_name, **{f"weight/{b}": w for b, w in weights.items()}}
         if cfg.sweep.keep_trial_models:  # written by the streaming merge from the same statistics
             from boom_ray.merge.task import merge

@@ -54,3 +54,56 @@ def test_cached_statistics_match_a_fresh_merge(bag_models, tmp_path):
     a, b = load_dir(tmp_path / "cached"), load_dir(tmp_path / "fresh")
     for name in a:
         np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("method_name, cached", [("multislerp", True), ("multislerp", False), ("linear", False)])
+def test_threads_do_not_change_the_merge(bag_models, monkeypatch, method_name, cached):
+    """Blocks are split between worker threads; the merged bytes do not depend on how many (and
+    statistics computed per trial are summed in block order whatever the threads)."""
+    import boom_ray.merge.in_memory as in_memory
+
+    monkeypatch.setattr(in_memory, "BLOCK", 512)  # many blocks per tensor, so every thread gets some
+    paths = [str(bag_models / "models" / b) for b in ("bag50", "bag100")]
+    method = get_method(method_name)
+    params, model_params = method.validate(2, False, {}, [{"weight": 0.7}, {"weight": 0.2}])
+    tensors = [load_model_tensors(p) for p in paths]
+    stats = sweep_statistics(method, tensors, None, params, model_params, threads=1) if cached else None
+    ref = merge_in_memory(method, tensors, None, params, model_params, stats, threads=1)
+    assert max(t.size for t in ref.values()) > 4 * 512
+    for threads in (2, 3, 5):
+        got = merge_in_memory(method, tensors, None, params, model_params, stats, threads=threads)
+        for name, expected in ref.items():
+            assert np.array_equal(got[name], expected), f"{threads} threads: {name}"
+    if cached:
+        for threads in (2, 3):
+            again = sweep_statistics(method, tensors, None, params, model_params, threads=threads)
+            assert all(np.array_equal(a, b) for name in stats for a, b in zip(stats[name], again[name]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_resident_parameters_are_the_written_model(bag_models, tmp_path, dtype):
+    """A trial stores each merged block straight into the resident embedder's parameters (float32,
+    or bfloat16 bits rounded as the writer rounds them): they equal the written best model."""
+    import torch
+
+    from boom_ray.sweep.trial import load_weights, parameter_targets
+    from boom_ray.model.embedder import Embedder
+
+    paths = [str(bag_models / "models" / b) for b in ("bag50", "bag100")]
+    weights = [0.3, 0.9]
+    method = get_method("multislerp")
+    params, model_params = method.validate(2, False, {}, [{"weight": w} for w in weights])
+    tensors = [load_model_tensors(p) for p in paths]
+    stats = sweep_statistics(method, tensors, None, params, model_params)
+    embedder = Embedder.from_pretrained(paths[0], dtype=getattr(torch, dtype))
+    merge_in_memory(method, tensors, None, params, model_params, stats, sink=load_weights(embedder),
+                    targets=parameter_targets(embedder), threads=2)
+
+    request = MergeRequest("multislerp", [ModelInput(p, {"weight": w}) for p, w in zip(paths, weights)], dtype=dtype)
+    merge(request, str(tmp_path / "best"), MergeConfig(memory_budget="1MB", threads=3), progress=False,
+          statistics=stats)
+    state = embedder.model.state_dict()
+    written = load_dir(tmp_path / "best")
+    for name, tensor in written.items():
+        assert state[name].dtype == tensor.dtype, name
+        assert torch.equal(state[name].float(), tensor.float()), name

@@ -63,3 +63,37 @@ def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
         err = exc.errors()[0]
         flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "eval settings"
         raise ConfigError(f"{flag} {err.get('input')!r}: {err['msg']}") from None
+
+
+# --------------------------------------------------------------------------- data builders
+def add_build_arguments(p: argparse.ArgumentParser, *, rows_default: str, suite_size: int, held_out: str) -> None:
+    """The sampling flags every demo-data builder shares (`boom build-wordnet`, `boom build-demo-data`)."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows-per-task", type=int, metavar="N",
+                   help=f"at most N training rows per task (default: {rows_default})")
+    p.add_argument("--suite-size", type=int, default=suite_size, metavar="N",
+                   help="queries / pairs / items per evaluation suite")
+    p.add_argument("--holdout", type=float, default=0.1, metavar="FRACTION",
+                   help=f"fraction of {held_out} held out for dev + test suites")
+
+
+def build_options(args: argparse.Namespace):
+    from boom_ray.datasets.wordnet import BuildOptions
+
+    return BuildOptions(seed=args.seed, max_rows_per_task=args.max_rows_per_task,
+                        suite_size=args.suite_size, holdout=args.holdout)
+
+
+def rebuild_command(command: str, args: argparse.Namespace, first: tuple[str, ...],
+                    sources: dict[str, str] | None = None) -> str:
+    """The command line that rebuilds a builder's output, recorded in its manifest and README:
+    `first` flags always, then the sampling flags, then each source flag that is not its default."""
+    parts = [command] + [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in first]
+    parts.append(f"--seed {args.seed}")
+    for flag in ("max_rows_per_task", "suite_size", "holdout"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            parts.append(f"--{flag.replace('_', '-')} {value}")
+    parts += [f"--{k.replace('_', '-')} {getattr(args, k)}" for k, v in (sources or {}).items()
+              if str(getattr(args, k, v)) != v]
+    return " ".join(parts)

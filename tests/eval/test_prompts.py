@@ -134,3 +134,27 @@ def test_report_scores_ood_suites_with_the_advertised_prompt_and_without(tmp_pat
     plain = prompt_variants(RunModel("b", "b", str(minilm_path), "base"), suites,
                             evaluate_model(str(minilm_path), suites, cfg.eval), cfg, None)
     assert plain["none"] is plain["model"]
+
+
+def test_eval_prompts_sets_the_mode_of_a_run_and_its_variants(tmp_path, minilm_path, kit):
+    """`eval.prompts: none` (the demo's): the main evaluation drops the suite instruction, and the
+    report's variants reuse it where they would repeat it."""
+    from boom_ray.config import validate_config
+    from boom_ray.eval.evaluate import load_suites
+    from boom_ray.eval.report import RunModel, eval_fingerprint, prompt_variants
+
+    model = _model_with_st_config(tmp_path, minilm_path, {"prompts": {"query": "query: "}})
+    ret = kit.make_retrieval_suite(tmp_path / "ret", {"domain": "out", "instruction": "find"})
+    raw = {"workdir": str(tmp_path / "w"), "corpus": {"path": str(tmp_path)}, "eval": {"suites": [{"path": str(ret)}]}}
+    declared_cfg = validate_config(raw)
+    none_cfg = validate_config({**raw, "eval": {**raw["eval"], "prompts": "none"}})
+    assert eval_fingerprint(none_cfg) != eval_fingerprint(declared_cfg)  # a cached declared result is not reused
+    suites = load_suites(none_cfg.eval.suites)
+    main = evaluate_model(model, suites, none_cfg.eval)
+    assert main["suites"][0]["prompts"] == "none"
+    assert main["suites"][0]["units"] == evaluate_model(model, suites, declared_cfg.eval, prompts="none")["suites"][0]["units"]
+    variants = prompt_variants(RunModel("m", "m", model, "bag"), suites, main, none_cfg, None)
+    assert variants["none"]["suites"] == main["suites"]
+    assert variants["model"]["suites"][0]["prompts"] == "model"
+    with pytest.raises(Exception, match="prompts"):
+        validate_config({**raw, "eval": {**raw["eval"], "prompts": "always"}})

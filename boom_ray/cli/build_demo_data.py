@@ -10,19 +10,21 @@ from boom_ray.cli.common import add_build_arguments, build_options, rebuild_comm
 
 SOURCE_DEFAULTS = {"wordnet_dir": "/usr/share/wordnet", "dictd_dir": "/usr/share/dictd",
                    "dpkg_status": "/var/lib/dpkg/status", "doc_dir": "/usr/share/doc"}
+"""Where Debian puts the sources: the flags' defaults, which the rebuild command leaves out
+(kept here, not imported from the builder, so `boom --help` does not load it)."""
 
 HELP = "build the demo's multi-source corpus and in-/out-of-domain eval suites (Debian dict-* data)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (corpus/ and suites/)")
-    p.add_argument("--wordnet-dir", default="/usr/share/wordnet", metavar="DIR",
+    p.add_argument("--wordnet-dir", default=SOURCE_DEFAULTS["wordnet_dir"], metavar="DIR",
                    help="WordNet 3.0 database (Debian wordnet-base)")
-    p.add_argument("--dictd-dir", default="/usr/share/dictd", metavar="DIR",
+    p.add_argument("--dictd-dir", default=SOURCE_DEFAULTS["dictd_dir"], metavar="DIR",
                    help="dictd databases (Debian dict-foldoc, dict-jargon, dict-vera, dict-devil)")
-    p.add_argument("--dpkg-status", default="/var/lib/dpkg/status", metavar="FILE",
+    p.add_argument("--dpkg-status", default=SOURCE_DEFAULTS["dpkg_status"], metavar="FILE",
                    help="dpkg status database: the installed packages' descriptions")
-    p.add_argument("--doc-dir", default="/usr/share/doc", metavar="DIR",
+    p.add_argument("--doc-dir", default=SOURCE_DEFAULTS["doc_dir"], metavar="DIR",
                    help="where each package's copyright file is (<DIR>/<pkg>/copyright)")
     add_build_arguments(p, rows_default="all training items", suite_size=300,
                         held_out="WordNet noun/adjective synsets and FOLDOC entries")

@@ -48,7 +48,6 @@ def write_build(out: Path, tasks: dict[str, list[dict]], suites: dict[str, list[
     """`tasks`: task name (may hold `/`: nested folders) -> rows; `suites`: split -> suites;
     `texts`: top-level file name -> content (LICENSE, README.md); manifest.json last."""
     fs, final = resolve(str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
     with staged_dir(fs, final) as tmp:
         root = Path(tmp)
         for name, rows in tasks.items():

@@ -203,7 +203,7 @@ def build(paths: Paths, out: Path, options: BuildOptions, command: str, wn: Word
         if s.role != "ood":
             continue
         if s.name == "debian":
-            entries = debian.read_packages(paths.dpkg_status, paths.doc_dir)
+            entries = debian.read_packages(stanzas, paths.doc_dir)
         else:
             entries, _ = read_dictionary(paths, s)
         o_suites, sources[s.name], kept = ood_part(s, entries, names, texts, options)

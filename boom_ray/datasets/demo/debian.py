@@ -106,13 +106,10 @@ _NAMES = [("GPL", r"GNU General Public License|\bGPL\b"), ("LGPL", r"Lesser Gene
           ("Artistic", r"Artistic License"), ("public domain", r"public domain")]
 
 
-def read_packages(status: Path = STATUS, doc: Path = DOC) -> list[Entry]:
-    """IO edge: the installed packages' entries, each with the licence its copyright file states."""
-    if not status.is_file():
-        raise DemoDataError(f"{status} not found: Debian package descriptions need a Debian "
-                            f"system's dpkg status database (pass --dpkg-status)")
-    entries = package_entries(parse_control(status.read_text(encoding="utf-8", errors="replace"),
-                                            str(status)))
+def read_packages(stanzas: list[dict[str, str]], doc: Path = DOC) -> list[Entry]:
+    """IO edge: the installed packages' entries (from the parsed dpkg status `stanzas`), each with
+    the licence its copyright file states."""
+    entries = package_entries(stanzas)
     out = []
     for e in entries:
         path = doc / e.key / "copyright"

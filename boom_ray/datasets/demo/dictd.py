@@ -8,6 +8,7 @@ offset and length in bytes of the uncompressed `.dict` (`.dict.dz` is gzip-reada
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def read_articles(directory: Path, name: str, package: str) -> list[Article]:
     metadata entries."""
     index, data_path = dictd_files(directory, name, package)
     try:
-        data = gzip.open(data_path).read()
-    except (OSError, EOFError) as exc:
+        with gzip.open(data_path) as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
         raise DemoDataError(f"{data_path}: not a readable dictd .dict.dz ({exc}); reinstall {package}") from None
     by_span: dict[tuple[int, int], list[str]] = {}
     first: dict[tuple[int, int], str] = {}

@@ -100,6 +100,10 @@ def union_models(per_repeat: Sequence[tuple[str, Sequence[Any]]], workdir: str) 
     return sorted(out, key=lambda m: KIND_ORDER.index(m.kind) if m.kind in KIND_ORDER else len(KIND_ORDER))
 
 
+def failed_names(entries: Sequence[dict[str, Any]]) -> list[str]:
+    return [e["name"] for e in entries if e["status"] != "ok"]
+
+
 def repeats_table(entries: Sequence[dict[str, Any]]) -> list[str]:
     """Markdown lines: one row per repeat with its seeds, status and error."""
     lines = ["", "Repeats:", "", "| repeat | bagging.seed | train.seed | status | error |", "|---|---|---|---|---|"]
@@ -182,12 +186,12 @@ def run_repeats(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]
             print(f"{rep.name} failed: {entry['error']}", flush=True)
         entry["seconds"] = round(time.perf_counter() - start, 2)
         entries.append(entry)
-        storage.write_json(fs, summary_path, {"repeats": entries, "failed": [], "finished": False})
+        storage.write_json(fs, summary_path, {"repeats": entries, "failed": failed_names(entries), "finished": False})
     print(f"\n######## report over {cfg.repeats} repeats ########", flush=True)
     out = write_repeats_report(cfg, entries)
     print(out["markdown"])
     print(f"report: {out['report_md']}" + (f" and {out['report_png']}" if out["report_png"] else ""))
-    summary = {"repeats": entries, "failed": [e["name"] for e in entries if e["status"] != "ok"],
+    summary = {"repeats": entries, "failed": failed_names(entries),
                "finished": True, "report_md": out["report_md"], "report_png": out["report_png"]}
     storage.write_json(fs, summary_path, summary)
     return summary

@@ -209,3 +209,7 @@ def test_two_repeats_end_to_end_with_a_failed_repeat_then_a_resumed_rerun(ray_se
     assert boom(["report", "--config", str(config), "--set", "repeats=2"]) == 0
     assert "evaluating " not in capsys.readouterr().out
     assert (work / "report.md").read_text() == report
+    # and so does a plain `boom report` of the config without --repeats: repeats.json says how many
+    assert boom(["report", "--config", str(config)]) == 0
+    assert "evaluating " not in capsys.readouterr().out
+    assert (work / "report.md").read_text() == report

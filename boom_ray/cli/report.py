@@ -17,17 +17,23 @@ def run(args: argparse.Namespace) -> int:
     from boom_ray.errors import BoomError
     from boom_ray.eval.report import write_report
     from boom_ray.ray_runtime import init_ray
-    from boom_ray.storage import exists, resolve
+    from boom_ray.storage import exists, join, resolve
 
     cfg = config_from_args(args)
     fs, root = resolve(cfg.workdir)
     if not exists(fs, root):
         raise BoomError(f"{cfg.workdir}: work directory not found")
     init_ray(cfg.ray)
-    if cfg.repeats > 1:  # the report over the repeats that `boom run --repeats N` recorded
-        from boom_ray.repeats import read_summary, write_repeats_report
+    from boom_ray.repeats import SUMMARY, read_summary, write_repeats_report
 
-        out = write_repeats_report(cfg, read_summary(cfg)["repeats"])
+    recorded = exists(fs, join(root, SUMMARY))
+    if cfg.repeats > 1 or recorded:  # the report over the repeats that `boom run --repeats N` recorded
+        entries = read_summary(cfg)["repeats"]
+        if cfg.repeats == 1:  # the config without its --repeats flag: the work dir says how many
+            from boom_ray.config import derive
+
+            cfg = derive(cfg, {"repeats": len(entries)}, f"{cfg.workdir}/{SUMMARY}")
+        out = write_repeats_report(cfg, entries)
     else:
         out = write_report(cfg)
     print(out["markdown"])

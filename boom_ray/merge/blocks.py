@@ -53,15 +53,15 @@ def worker_pool(threads: int) -> Iterator[ThreadPoolExecutor | None]:
 
 class BlockScratch:
     """Per worker: float32 rows of one block, a float32 result row, a uint32 row (bfloat16
-    rounding) and a 4-byte-per-element staging row (the result in the output dtype, to be
-    written), allocated once per merge so no block allocates."""
+    rounding) and a staging row of `out_size` bytes per element (the result in the output dtype,
+    to be written; 0 where nothing is staged), allocated once per merge so no block allocates."""
 
-    def __init__(self, threads: int, rows: int, block: int) -> None:
+    def __init__(self, threads: int, rows: int, block: int, out_size: int = 0) -> None:
         self.rows = rows
         self.xs = [np.empty(rows * block, dtype=np.float32) for _ in range(threads)]
         self.res = [np.empty(block, dtype=np.float32) for _ in range(threads)]
         self.bits = [np.empty(block, dtype=np.uint32) for _ in range(threads)]
-        self.store = [np.empty(4 * block, dtype=np.uint8) for _ in range(threads)]
+        self.store = [np.empty(out_size * block, dtype=np.uint8) for _ in range(threads)]
 
 
 def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratch: BlockScratch,

@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
-from boom_ray.merge.blocks import BlockScratch, block_slices, default_threads, on_blocks, worker_pool  # noqa: F401
+from boom_ray.merge.blocks import BlockScratch, default_threads, on_blocks, worker_pool
 from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, STORAGE, OutTensor, ShardedWriter, TensorLoc,
                                TensorReader, Window, from_float32, index_model, itemsize)
 from boom_ray.merge.methods import Method, TensorState, new_state
@@ -140,7 +140,7 @@ class StreamingMerge:
         self.rows = len(labels)
         self.n = len(inputs.paths)
         in_size = max(loc.itemsize for loc in self.ref.values())
-        out_size = max(itemsize(self.out_dtype(loc)) for loc in self.ref.values())
+        self.out_size = out_size = max(itemsize(self.out_dtype(loc)) for loc in self.ref.values())
         self.plan = plan_memory(memory_budget, self.rows, in_size, out_size, self.method.scratch,
                                 threads or default_threads())
         self.largest = max(loc.numel for loc in self.ref.values())
@@ -203,7 +203,7 @@ class _Run:
                  workers: ThreadPoolExecutor | None) -> None:
         self.job, self.method, self.plan = job, job.method, job.plan
         self.reader, self.writer, self.bar, self.workers = reader, writer, bar, workers
-        self.scratch = BlockScratch(self.plan.threads, job.rows, min(self.plan.block, job.largest))
+        self.scratch = BlockScratch(self.plan.threads, job.rows, min(self.plan.block, job.largest), job.out_size)
 
     def copy_tensor(self, loc: TensorLoc) -> None:
         for first in range(0, loc.numel, self.plan.chunk):

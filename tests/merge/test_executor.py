@@ -144,6 +144,19 @@ def test_bfloat16_inputs_merge_in_float32(tmp_path):
         assert ((t.float() - ref).abs() <= ref.abs() * 2**-8 + 1e-30).all(), name
 
 
+def test_float64_inputs_keep_float64(tmp_path):
+    """F64 is a float dtype too: staged and written at 8 bytes per element, the float32 maths
+    stored back as float64."""
+    ms = [make_model(tmp_path / f"m{i}", i, dtype=torch.float64) for i in range(3)]
+    req = MergeRequest("linear", [ModelInput(str(m), {"weight": w}) for m, w in zip(ms, [1, 2, 3])])
+    merge(req, str(tmp_path / "o"), TINY, progress=False)
+    got, inputs = load_dir(tmp_path / "o"), [load_dir(m) for m in ms]
+    for name, t in got.items():
+        assert t.dtype == torch.float64
+        ref = merge_tensors("linear", [i[name].float() for i in inputs], [1, 2, 3])
+        assert torch.allclose(t.float(), ref, rtol=1e-6, atol=1e-7), name
+
+
 @pytest.mark.parametrize("change,message", [
     ({"missing": "layer.1.proj.weight"}, r"tensor 'layer.1.proj.weight' of .*m0 is missing from .*bad"),
     ({"shape": ("layer.0.norm.weight", (25,))}, r"tensor 'layer.0.norm.weight' has shape \[25\] in .*bad"),

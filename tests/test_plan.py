@@ -44,12 +44,14 @@ def test_reference_on_the_cluster(capsys):
     assert int(bag100[3].replace(",", "")) == 10937 * 256 * (512 + 8 * 512)
 
 
-def test_reference_on_an_80gb_gpu_needs_mini_batches(capsys):
+def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys):
     code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "80GiB")
     assert code == 0
     assert "cannot read the corpus" in out  # s3:// is not reachable here: memory is still planned
-    assert _row(out, "fits") == ["yes", "NO"]
-    code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "80GiB", "--set", "train.mini_batch_size=null")
+    assert _row(out, "fits") == ["yes", "yes"]
+    total = [float(v) for v in _row(out, "total")[::2]]
+    assert 0.75 * 80 < total[1] <= 0.9 * 80 and total[0] < 0.5 * total[1]  # tight without mini-batches
+    code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "48GiB", "--set", "train.mini_batch_size=null")
     assert "as configured (no mini-batches)" in out and _row(out, "fits")[0] == "NO"
 
 

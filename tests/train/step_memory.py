@@ -9,7 +9,9 @@ InfoNCE, backward, AdamW step), with GradCache when MINI_BATCH > 0. Writes the r
 before the step and the process's peak (VmHWM) after it: their difference is the step's peak,
 what boom_ray.plan.memory_estimate predicts minus the weights already loaded. The process peak
 before the step is recorded too, so a caller can tell that the step, not the set-up, set it.
-Used by tests/train/test_step_memory.py and benchmarks/train_throughput.py's side checks.
+glibc is set to return freed memory first (faithful_malloc), so RSS follows what is live, as
+torch.cuda.max_memory_allocated does on a GPU. Used by tests/train/test_step_memory.py;
+benchmarks/plan_gpu_check.py borrows its texts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,26 @@ def peak_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def faithful_malloc() -> None:
+    """Make RSS follow live allocations. glibc raises its mmap threshold after each large free, so
+    later tensors of that size come from the heap, and freed heap pages stay resident: a step
+    then reuses what the set-up left free and its RSS growth understates what it allocates, by
+    an amount that depends on the machine's kernels. A fixed threshold (large blocks always
+    mmapped, returned on free) and trimming to zero keep the measure to what is live."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+    libc.mallopt(m_trim_threshold, 0)
+
+
+def release_free_heap() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def texts(n: int, length: int, salt: str) -> list[str]:
     """n distinct texts of at least `length` tokens (cut to `length` by the tokenizer)."""
     words = "alpha beta gamma delta river stone light cloud music paper garden window".split()
@@ -43,6 +65,7 @@ def texts(n: int, length: int, salt: str) -> list[str]:
 
 
 def main(model_dir: str, rows: int, group: int, length: int, mini: int, checkpointing: bool, out: str) -> None:
+    faithful_malloc()
     import torch
 
     from boom_ray.config import ModelConfig
@@ -66,6 +89,7 @@ def main(model_dir: str, rows: int, group: int, length: int, mini: int, checkpoi
         return info_nce_loss(qe, pe, 0.05)
 
     gc.collect()
+    release_free_heap()
     before, peak_before = rss_bytes(), peak_bytes()
     if mini:
         cached_backward(embedder, q, p, loss_fn, mini, plain_backward)

@@ -2,7 +2,9 @@
 
 Each measurement is a fresh process (tests/train/step_memory.py) running one real step of a tiny
 Qwen3 (138 k parameters, so activations dominate: ~300 MB for 16 rows x (1 + 4) texts of 256
-tokens) and reporting its peak RSS (VmHWM) against the resident memory just before the step.
+tokens) and reporting its peak RSS (VmHWM) against the resident memory just before the step,
+with glibc returning freed memory (so the figure is what the step allocates, not what the set-up's
+freed heap happened to absorb: that made the same step measure 297 MiB here and 260 MiB on CI).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def measured(tiny_qwen3_path, tmp_path_factory) -> dict[str, dict]:
 
 
 def test_grad_cache_step_peak_is_much_lower(measured):
-    """mini_batch_size = batch / 8: the graph of one eighth of the texts at a time. Measured ~5x
+    """mini_batch_size = batch / 8: the graph of one eighth of the texts at a time. Measured ~5.8x
     lower; asserting 2x leaves room for the allocator and the machine's noise."""
     plain, cached = measured["plain"]["step_peak"], measured["grad_cache"]["step_peak"]
     assert plain > 150 * 2**20, plain  # activations really dominate the step
@@ -58,4 +60,5 @@ def test_plan_estimate_within_30_percent_of_the_measured_step(measured, tiny_qwe
     est = memory_estimate(shape, TrainShape(ROWS, GROUP, LENGTH, LENGTH, "fp32", 0, 1, ckpt, mini or None))
     predicted = est.total - est.parts["weights"]
     actual = measured[case]["step_peak"]
-    assert abs(predicted - actual) <= 0.3 * actual, (case, predicted / 2**20, actual / 2**20)
+    mib = {k: round(v / 2**20, 1) for k, v in measured[case].items() if k != "params"}
+    assert abs(predicted - actual) <= 0.3 * actual, (case, round(predicted / 2**20, 1), mib)

@@ -65,10 +65,12 @@ class BlockScratch:
 
 
 def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratch: BlockScratch,
-              workers: ThreadPoolExecutor | None, work: Callable[..., Any], reduce: bool = False) -> list:
+              workers: ThreadPoolExecutor | None, work: Callable[..., Any], reduce: bool = False,
+              widen: bool = True) -> list:
     """`work(start, xs, base, worker)` on every block of `block` elements of the flat arrays `raws`
     (one per input, storage of safetensors `dtype`; the first `n` are models, a further one the
-    base), with `xs` the models' rows and `base` the base row as float32 scratch and `worker` the
+    base), with `xs` the models' rows and `base` the base row as float32 scratch (without `widen`:
+    the rows as stored, a list of slices of `raws`, for the fused kernels) and `worker` the
     index of the thread's own scratch; one block-aligned slice per worker. Returns the results in
     block order. With `reduce`, integer results (histograms) are summed per slice as they come (a
     histogram per block would outgrow a memory budget); float results stay separate, for the
@@ -79,8 +81,11 @@ def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratc
         out = []
         for a in range(a0, a1, block):
             m = min(block, a1 - a)
-            rows = scratch.xs[k][: rows_n * m].reshape(rows_n, m)
-            rows_to_float32([raw[a:a + m] for raw in raws], dtype, rows)
+            if widen:
+                rows = scratch.xs[k][: rows_n * m].reshape(rows_n, m)
+                rows_to_float32([raw[a:a + m] for raw in raws], dtype, rows)
+            else:
+                rows = [raw[a:a + m] for raw in raws]
             res = work(a, rows[:n], rows[n] if rows_n > n else None, k)
             if reduce and out and res.dtype.kind in "iu":  # integer sums are exact in any order
                 out[0] += res
@@ -96,3 +101,37 @@ def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratc
         wait(futures)  # every slice done before an error surfaces (and windows unmap or scratch is reused)
         parts = [f.result() for f in futures]
     return [r for part in parts for r in part]
+
+
+FusedCombine = Callable[[list, np.ndarray, "np.ndarray | None"], np.ndarray]
+_NO_OUTPUT = np.empty(0, dtype=np.uint16)
+
+
+def fused_combine(method: Any, state: Any, dtype: str, has_base: bool) -> FusedCombine | None:
+    """For bfloat16 inputs whose merge is a weighted sum of the models (`Method.weighted_sum`):
+    `run(raw rows, res, out)`, which puts the block's float32 result in `res` and, when `out`
+    (uint16 storage) is given, its bfloat16 rounding there, in one pass (`kernels`). None where
+    the tensor takes the numpy path (`on_blocks` with `widen`)."""
+    coef = method.weighted_sum(state, has_base) if dtype == "BF16" else None
+    if coef is None:
+        return None
+    from boom_ray.merge import kernels
+
+    coef = np.ascontiguousarray(coef, dtype=np.float32)
+
+    def run(raws: list, res: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        kernels.weighted_sum_bf16(tuple(raws), coef, res, _NO_OUTPUT if out is None else out, out is not None)
+        return res
+
+    return run
+
+
+def fused_statistics(method: Any, state: Any, pass_index: int, dtype: str,
+                     has_base: bool) -> Callable[[list], np.ndarray] | None:
+    """For bfloat16 inputs whose pass is the Gram matrix of the models (`Method.gram_statistics`):
+    the block's Gram matrix from the raw rows in one pass (`kernels`); None otherwise."""
+    if dtype != "BF16" or not method.gram_statistics(state, pass_index, has_base):
+        return None
+    from boom_ray.merge import kernels
+
+    return lambda raws: kernels.gram_bf16(tuple(raws))

@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
-from boom_ray.merge.blocks import BlockScratch, default_threads, on_blocks, worker_pool
+from boom_ray.merge.blocks import BlockScratch, default_threads, fused_combine, fused_statistics, on_blocks, worker_pool
 from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, STORAGE, OutTensor, ShardedWriter, TensorLoc,
                                TensorReader, Window, from_float32, index_model, itemsize)
 from boom_ray.merge.methods import Method, TensorState, new_state
@@ -233,10 +233,11 @@ class _Run:
                 for w in wins:
                     w.close()
 
-    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any], reduce: bool = False) -> list:
+    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any], reduce: bool = False,
+                  widen: bool = True) -> list:
         """`blocks.on_blocks` over the mapped windows (one slice per worker thread)."""
         return on_blocks([w.data for w in wins], wins[0].dtype, self.job.n, block, self.scratch, self.workers,
-                         work, reduce)
+                         work, reduce, widen)
 
     def merge_tensor(self, locs: list[TensorLoc]) -> None:
         job, method, loc = self.job, self.method, locs[0]
@@ -270,8 +271,12 @@ class _Run:
             self._combine(state, loc, first, wins, block)
 
     def _statistics(self, state: TensorState, p: int, first: int, wins: list[Window], block: int) -> np.ndarray:
-        stats = self.on_blocks(wins, block,
-                               lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a), True)
+        fused = fused_statistics(self.method, state, p, wins[0].dtype, len(wins) > self.job.n)
+        if fused is not None:
+            stats = self.on_blocks(wins, block, lambda a, xs, base, k: fused(xs), widen=False)
+        else:
+            stats = self.on_blocks(wins, block,
+                                   lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a), True)
         total = stats[0]
         for s in stats[1:]:
             total = total + s
@@ -283,10 +288,15 @@ class _Run:
         method, writer = self.method, self.writer
         out_dtype = writer.dtype(loc.name)
         size = itemsize(out_dtype)
+        fused = fused_combine(method, state, wins[0].dtype, len(wins) > self.job.n)
 
-        def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
-            m = xs.shape[1]
-            merged = method.combine(state, xs, base, self.scratch.res[k][:m], first + a)
+        def combine(a: int, xs: np.ndarray | list, base: np.ndarray | None, k: int) -> None:
+            m = len(xs[0])
+            staged = self.scratch.store[k][: m * size].view(STORAGE[out_dtype]) if out_dtype != "F32" else None
+            if fused is not None:  # bfloat16 outputs are rounded into the staging row by the kernel
+                merged = fused(xs, self.scratch.res[k][:m], staged if out_dtype == "BF16" else None)
+            else:
+                merged = method.combine(state, xs, base, self.scratch.res[k][:m], first + a)
             if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
                 bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
                 raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
@@ -294,13 +304,14 @@ class _Run:
             if out_dtype == "F32":
                 part = merged
             else:
-                part = self.scratch.store[k][: m * size].view(STORAGE[out_dtype])
-                from_float32(merged, out_dtype, part, self.scratch.bits[k][:m])
+                part = staged
+                if fused is None or out_dtype != "BF16":
+                    from_float32(merged, out_dtype, part, self.scratch.bits[k][:m])
                 if out_dtype == "F16" and not bool(np.isfinite(part).all()):
                     raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
             writer.pwrite(loc.name, (first + a) * size, part)
 
-        self.on_blocks(wins, block, combine)
+        self.on_blocks(wins, block, combine, widen=fused is None)
         writer.count(loc.name, wins[0].data.size * size)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from boom_ray.merge.blocks import BlockScratch, default_threads, on_blocks, worker_pool
+from boom_ray.merge.blocks import BlockScratch, default_threads, fused_combine, fused_statistics, on_blocks, worker_pool
 from boom_ray.merge.io import FLOAT_DTYPES, from_float32, index_model, itemsize
 from boom_ray.merge.methods import Method, TensorState, new_state
 from boom_ray.merge.methods.params import layer_positions
@@ -77,11 +77,12 @@ class _Workers:
         self.pool, self.threads, self.rows = pool, threads, rows
         self.scratch = BlockScratch(threads, rows, 0)
 
-    def run(self, rows: list[StoredTensor], n: int, block: int, work: Callable[..., Any], reduce: bool = False) -> list:
+    def run(self, rows: list[StoredTensor], n: int, block: int, work: Callable[..., Any], reduce: bool = False,
+            widen: bool = True) -> list:
         need = min(block, rows[0].raw.size)
         if need > self.scratch.res[0].size:  # grown once to the largest block the merge meets
             self.scratch = BlockScratch(self.threads, self.rows, need)
-        return on_blocks([t.raw for t in rows], rows[0].dtype, n, block, self.scratch, self.pool, work, reduce)
+        return on_blocks([t.raw for t in rows], rows[0].dtype, n, block, self.scratch, self.pool, work, reduce, widen)
 
 
 def tensor_statistics(method: Method, state: TensorState, rows: list[StoredTensor], n: int,
@@ -93,7 +94,11 @@ def tensor_statistics(method: Method, state: TensorState, rows: list[StoredTenso
     block = _block(method, state)
     totals = []
     for p in range(state.passes):
-        parts = workers.run(rows, n, block, lambda a, xs, base, k: method.statistics(state, p, xs, base, a), True)
+        fused = fused_statistics(method, state, p, rows[0].dtype, len(rows) > n)
+        if fused is not None:
+            parts = workers.run(rows, n, block, lambda a, xs, base, k: fused(xs), widen=False)
+        else:
+            parts = workers.run(rows, n, block, lambda a, xs, base, k: method.statistics(state, p, xs, base, a), True)
         total = parts[0]
         for part in parts[1:]:
             total = total + part
@@ -109,16 +114,22 @@ def combine_tensor(method: Method, state: TensorState, rows: list[StoredTensor],
     else into a new float32 array of the rows' shape. Returns the array written."""
     workers = workers or _Workers(None, 1, len(rows))
     out, dtype = into if into is not None else (np.empty(rows[0].raw.size, dtype=np.float32), "F32")
+    fused = fused_combine(method, state, rows[0].dtype, len(rows) > n)
 
-    def combine(a: int, xs: np.ndarray, base: np.ndarray | None, k: int) -> None:
-        m, scratch = xs.shape[1], workers.scratch  # (scratch as sized for this tensor by `run`)
+    def combine(a: int, xs: np.ndarray | list, base: np.ndarray | None, k: int) -> None:
+        m, scratch = len(xs[0]), workers.scratch  # (scratch as sized for this tensor by `run`)
         part = out[a:a + m]
         res = part if dtype == "F32" else scratch.res[k][:m]  # float32 targets take the result directly
+        if fused is not None:  # bfloat16 targets are rounded into by the kernel
+            fused(xs, res, part if dtype == "BF16" else None)
+            if dtype not in ("F32", "BF16"):
+                from_float32(res, dtype, part, scratch.bits[k][:m])
+            return
         merged = method.combine(state, xs, base, res, a)
         if merged is not part:  # methods may return a new array instead of filling `res`
             from_float32(merged, dtype, part, scratch.bits[k][:m])
 
-    workers.run(rows, n, _block(method, state), combine)
+    workers.run(rows, n, _block(method, state), combine, widen=fused is None)
     return out if into is not None else out.reshape(rows[0].shape)
 
 

@@ -34,16 +34,30 @@ def write_suite(root: Path) -> Path:
 def bag_models(tiny_qwen3_path, tmp_path_factory) -> Path:
     """A work dir whose models/bag50 and models/bag100 are the tiny Qwen3 with perturbed weights,
     saved in the sentence-transformers export format the train stage writes."""
+    return _perturbed_bags(tiny_qwen3_path, tmp_path_factory.mktemp("sweep_run"), None)
+
+
+@pytest.fixture(scope="session")
+def bf16_bag_models(tiny_qwen3_path, tmp_path_factory) -> Path:
+    """The same bags stored in bfloat16, as the reference job's bags are (their multislerp and
+    linear merges take the fused kernels)."""
+    import torch
+
+    return _perturbed_bags(tiny_qwen3_path, tmp_path_factory.mktemp("sweep_run_bf16"), torch.bfloat16)
+
+
+def _perturbed_bags(tiny_qwen3_path, workdir: Path, dtype) -> Path:
     import torch
 
     from boom_ray.model.embedder import Embedder
 
-    workdir = tmp_path_factory.mktemp("sweep_run")
     embedder = Embedder.from_pretrained(str(tiny_qwen3_path))
     state = {k: v.detach().clone() for k, v in embedder.model.state_dict().items()}
     for seed, bag in enumerate(["bag50", "bag100"]):
         gen = torch.Generator().manual_seed(seed)
         perturbed = {k: v + 0.5 * v.std().nan_to_num(0.0) * torch.randn(v.shape, generator=gen)
                      if v.is_floating_point() and v.numel() > 1 else v for k, v in state.items()}
+        if dtype is not None:
+            perturbed = {k: v.to(dtype) if v.is_floating_point() else v for k, v in perturbed.items()}
         embedder.save(workdir / "models" / bag, state_dict=perturbed)
     return workdir

@@ -143,6 +143,17 @@ class Method:
         """Use the summed statistics of a pass (set `state.coef` or what the next pass needs)."""
         raise NotImplementedError
 
+    def weighted_sum(self, state: TensorState, has_base: bool) -> np.ndarray | None:
+        """The coefficients c when `combine` of this tensor (its passes finished) is exactly
+        sum_i c_i x_i over the models: bfloat16 inputs then take a fused kernel
+        (`blocks.fused_combine`). None where it is anything else."""
+        return None
+
+    def gram_statistics(self, state: TensorState, pass_index: int, has_base: bool) -> bool:
+        """Whether pass `pass_index`'s statistics are `gram(xs)` of the models, as is (bfloat16
+        inputs then take a fused kernel: `blocks.fused_statistics`)."""
+        return False
+
     def combine(self, state: TensorState, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray,
                 start: int = 0) -> np.ndarray:
         """One output block (float32), preferably computed into `out` (float32 scratch of one row)

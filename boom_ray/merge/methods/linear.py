@@ -18,6 +18,9 @@ class Linear(Method):
         w = state.weights
         state.coef = (w / w.sum() if state.params["normalize"] else w).astype(np.float32)
 
+    def weighted_sum(self, state, has_base):
+        return state.coef
+
     def combine(self, state, xs, base, out, start=0):
         return np.dot(state.coef, xs, out=out)
 

@@ -56,6 +56,12 @@ class Multislerp(Method):
         else:
             state.coef = (c * (float((w * norms).sum()) / mean_norm)).astype(np.float32)
 
+    def weighted_sum(self, state, has_base):
+        return None if has_base else state.coef
+
+    def gram_statistics(self, state, pass_index, has_base):
+        return not has_base
+
     def combine(self, state, xs, base, out, start=0):
         if base is not None:
             xs -= base

@@ -3,9 +3,10 @@ the in-memory sweep merge (tensors held in memory).
 
 A span of elements is cut on block boundaries into one slice per worker thread; every worker
 converts its blocks to float32 in its own cache-sized scratch and runs the method's statistics or
-combine on them. numpy releases the GIL in its kernels, so the workers use every core. Blocks
-never depend on the number of threads, and per-block results come back in block order, so what a
-merge computes does not depend on it either.
+combine on them, or, for weighted sums of bfloat16 models, hands the stored rows to a fused kernel
+(`fused_combine`, `fused_statistics`). numpy and the kernels release the GIL, so the workers use
+every core. Blocks never depend on the number of threads, and per-block results come back in
+block order, so what a merge computes does not depend on it either.
 """
 
 from __future__ import annotations

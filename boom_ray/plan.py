@@ -16,9 +16,9 @@ DeepSpeed runs it, boom_ray.train.ds_config.effective_zero_stage):
   coefficients below were counted with ``torch.autograd.graph.saved_tensors_hooks`` on Qwen3
   layers of several shapes (hidden, intermediate, query and key/value widths varied one at a
   time); with gradient checkpointing each layer keeps only its input (hidden x dtype) and one
-  layer is recomputed at a time. On top, the gradients of a layer's MLP activation and output are
-  in flight while that layer is back-propagated (what a CPU step measures with an allocator that
-  returns freed memory: tests/train/test_step_memory.py). The tokens
+  layer is recomputed at a time. The backward pass frees each layer's saved tensors as it makes
+  that layer's gradients, so the peak is what the forward pass saved (what a CPU step measures
+  once RSS counts only what the step allocates: tests/train/test_step_memory.py). The tokens
   are those of the per-rank batch (queries + their groups of passages, padded to the maximum
   lengths: an upper bound), or of one mini-batch with GradCache (train.mini_batch_size);
 * communication buckets: DeepSpeed's defaults (5e8 elements for the reduce / all-reduce bucket,
@@ -113,12 +113,11 @@ def activation_bytes(shape: ModelShape, precision: str, tokens: int, seq_len: in
     """Peak activation memory of embedding `tokens` tokens (texts of up to `seq_len`) with a graph."""
     per_layer = layer_activation_bytes(shape, precision, seq_len)
     outside = _DECODER_COEFF["fp32" if precision == "fp32" else "half"][4] * shape.hidden
-    # while a layer is back-propagated, the gradients of its widest activation and of its output
-    # live beside what is saved (measured: tests/train/test_step_memory.py)
-    in_flight = _bytes(precision) * (shape.hidden + shape.intermediate)
+    # The backward pass frees a layer's saved tensors as it makes that layer's gradients, so the
+    # peak is what the forward pass saved (tests/train/test_step_memory.py measures it).
     if checkpointing:  # every layer's input, and one layer recomputed at a time
-        return tokens * (shape.layers * shape.hidden * _bytes(precision) + per_layer + in_flight + outside)
-    return tokens * (shape.layers * per_layer + in_flight + outside)
+        return tokens * (shape.layers * shape.hidden * _bytes(precision) + per_layer + outside)
+    return tokens * (shape.layers * per_layer + outside)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ InfoNCE, backward, AdamW step), with GradCache when MINI_BATCH > 0. Writes the r
 before the step and the process's peak (VmHWM) after it: their difference is the step's peak,
 what boom_ray.plan.memory_estimate predicts minus the weights already loaded. The process peak
 before the step is recorded too, so a caller can tell that the step, not the set-up, set it.
-glibc is set to return freed memory first (faithful_malloc), so RSS follows what is live, as
-torch.cuda.max_memory_allocated does on a GPU. Used by tests/train/test_step_memory.py;
-benchmarks/plan_gpu_check.py borrows its texts.
+So that RSS counts only what the step allocates, as torch.cuda.max_memory_allocated does on a
+GPU: glibc returns freed memory (faithful_malloc, release_free_heap), and an unmeasured step runs
+first, so the measured one maps no new library code (reset_peak then restarts VmHWM). Used by
+tests/train/test_step_memory.py; benchmarks/plan_gpu_check.py borrows its texts.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def release_free_heap() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux: 5 written to /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def texts(n: int, length: int, salt: str) -> list[str]:
     """n distinct texts of at least `length` tokens (cut to `length` by the tokenizer)."""
     words = "alpha beta gamma delta river stone light cloud music paper garden window".split()
@@ -83,20 +90,30 @@ def main(model_dir: str, rows: int, group: int, length: int, mini: int, checkpoi
     q = embedder.tokenize(texts(rows, length, "q"), length)
     p = embedder.tokenize(texts(rows * group, length, "p"), length)
     assert q["input_ids"].shape[1] == length and int(p["attention_mask"].sum()) == rows * group * length
-    optimizer = torch.optim.AdamW([t for t in embedder.parameters() if t.requires_grad], lr=1e-4)
+    trainable = [t for t in embedder.parameters() if t.requires_grad]
 
     def loss_fn(qe, pe):
         return info_nce_loss(qe, pe, 0.05)
 
+    def step(optimizer) -> None:
+        if mini:
+            cached_backward(embedder, q, p, loss_fn, mini, plain_backward)
+        else:
+            loss_fn(embedder(q), embedder(p)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # A first, unmeasured step maps the code the step runs: RSS counts the shared libraries' pages
+    # too, and how many a first call maps depends on the page cache (a fresh install has all of
+    # libtorch cached and measured 13 MiB more here). The measured step then allocates only data;
+    # a fresh optimizer allocates its states again inside it.
+    step(torch.optim.AdamW(trainable, lr=1e-4))
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     gc.collect()
     release_free_heap()
+    reset_peak()
     before, peak_before = rss_bytes(), peak_bytes()
-    if mini:
-        cached_backward(embedder, q, p, loss_fn, mini, plain_backward)
-    else:
-        loss_fn(embedder(q), embedder(p)).backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    step(optimizer)
     peak = peak_bytes()
     with open(out, "w") as f:
         json.dump({"rss_before": before, "peak_before": peak_before, "peak": peak, "step_peak": peak - before,

@@ -34,6 +34,13 @@ def resident_embedder(path: str):
     return _RESIDENT[path]
 
 
+def _parameter(params: dict, name: str):
+    target = params.get(name)
+    if target is None:
+        raise KeyError(f"merged tensor {name!r} is not a parameter of the resident model")
+    return target
+
+
 def load_weights(embedder):
     """A sink for merge_in_memory that copies each merged tensor into the embedder's parameter of
     that name (and drops it), so one merged tensor at a time is in memory."""
@@ -42,9 +49,7 @@ def load_weights(embedder):
     params = embedder.model.state_dict()
 
     def sink(name: str, array) -> None:
-        target = params.get(name)
-        if target is None:
-            raise KeyError(f"merged tensor {name!r} is not a parameter of the resident model")
+        target = _parameter(params, name)
         with torch.no_grad():
             target.copy_(torch.from_numpy(array).reshape(target.shape))
 
@@ -63,9 +68,7 @@ def parameter_targets(embedder):
     views = {torch.float32: (None, "F32"), torch.float16: (None, "F16"), torch.bfloat16: (torch.int16, "BF16")}
 
     def target(name: str):
-        t = params.get(name)
-        if t is None:
-            raise KeyError(f"merged tensor {name!r} is not a parameter of the resident model")
+        t = _parameter(params, name)
         if t.device.type != "cpu" or not t.is_contiguous():
             return None
         view, dtype = views.get(t.dtype, (None, None))

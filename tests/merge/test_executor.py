@@ -132,11 +132,16 @@ def test_integer_tensors_are_copied_from_the_first_model(tmp_path):
     assert torch.equal(load_dir(tmp_path / "o")["position_ids"], ids)
 
 
-def test_bfloat16_inputs_merge_in_float32(tmp_path):
-    ms = [make_model(tmp_path / f"m{i}", i, dtype=torch.bfloat16) for i in range(3)]
-    req = MergeRequest("multislerp", [ModelInput(str(m), {"weight": w}) for m, w in zip(ms, [1, 2, 3])])
+def _merge_three(tmp_path, method: str, dtype: torch.dtype):
+    """Three models stored in `dtype`, merged with weights 1, 2, 3: (output, inputs) tensors."""
+    ms = [make_model(tmp_path / f"m{i}", i, dtype=dtype) for i in range(3)]
+    req = MergeRequest(method, [ModelInput(str(m), {"weight": w}) for m, w in zip(ms, [1, 2, 3])])
     merge(req, str(tmp_path / "o"), TINY, progress=False)
-    got, inputs = load_dir(tmp_path / "o"), [load_dir(m) for m in ms]
+    return load_dir(tmp_path / "o"), [load_dir(m) for m in ms]
+
+
+def test_bfloat16_inputs_merge_in_float32(tmp_path):
+    got, inputs = _merge_three(tmp_path, "multislerp", torch.bfloat16)
     for name, t in got.items():
         assert t.dtype == torch.bfloat16
         ref = merge_tensors("multislerp", [i[name] for i in inputs], [1, 2, 3])
@@ -147,10 +152,7 @@ def test_bfloat16_inputs_merge_in_float32(tmp_path):
 def test_float64_inputs_keep_float64(tmp_path):
     """F64 is a float dtype too: staged and written at 8 bytes per element, the float32 maths
     stored back as float64."""
-    ms = [make_model(tmp_path / f"m{i}", i, dtype=torch.float64) for i in range(3)]
-    req = MergeRequest("linear", [ModelInput(str(m), {"weight": w}) for m, w in zip(ms, [1, 2, 3])])
-    merge(req, str(tmp_path / "o"), TINY, progress=False)
-    got, inputs = load_dir(tmp_path / "o"), [load_dir(m) for m in ms]
+    got, inputs = _merge_three(tmp_path, "linear", torch.float64)
     for name, t in got.items():
         assert t.dtype == torch.float64
         ref = merge_tensors("linear", [i[name].float() for i in inputs], [1, 2, 3])

@@ -1,7 +1,5 @@
 """`python -m boom_ray.cli ...` is `boom ...`."""
 
-import sys
+from boom_ray.cli import entry
 
-from boom_ray.cli import main
-
-sys.exit(main())
+entry()

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -139,6 +140,12 @@ def corpus_rows(cfg: RunConfig) -> tuple[dict[str, int], dict[str, str | None]]:
     return counts, types
 
 
+def _same_store(a: str, b: str) -> bool:
+    """Both URIs on one remote store (scheme and bucket or host)."""
+    ua, ub = urlsplit(a), urlsplit(b)
+    return bool(ua.scheme) and "://" in a and (ua.scheme, ua.netloc) == (ub.scheme, ub.netloc)
+
+
 def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) -> dict[str, BagRows]:
     """Rows per task of each bag: its manifest where it exists, else sampled from the corpus counts
     (or from `assume_rows` rows of one task, for a corpus that cannot be read from here)."""
@@ -148,11 +155,16 @@ def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) ->
     ratios = {bag_name(r): r for r in cfg.bagging.ratios}
     out: dict[str, BagRows] = {}
     corpus: tuple[dict, dict] | None = None
+    unreachable: OSError | None = None  # the work dir's store did not answer: ask it once, not per bag
     for bag in bags:
-        try:
-            manifest = read_manifest(bag_dir(cfg.workdir, bag))
-        except (OSError, BoomError):
-            manifest = None
+        manifest = None
+        if unreachable is None:
+            try:
+                manifest = read_manifest(bag_dir(cfg.workdir, bag))
+            except OSError as exc:
+                unreachable = exc
+            except BoomError:
+                pass
         if manifest and manifest.get("tasks"):
             tasks = manifest["tasks"]
             out[bag] = BagRows({t: int(v["selected"]) for t, v in tasks.items()},
@@ -162,6 +174,8 @@ def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) ->
         if bag not in ratios:
             raise PlanError(f"train.bags: {bag} is not a bag of bagging.ratios ({', '.join(ratios)})")
         if corpus is None:
+            if not assume_rows and unreachable is not None and _same_store(cfg.workdir, cfg.corpus.path):
+                raise unreachable  # offline, each try of an S3 bucket costs seconds of retries
             corpus = ({"corpus": assume_rows}, {"corpus": None}) if assume_rows else corpus_rows(cfg)
         counts, types = corpus
         source = "--corpus-rows" if assume_rows else "corpus"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from boom_ray import plan_inputs
 from boom_ray.cli import main
 from boom_ray.plan import TrainShape, memory_estimate
 from boom_ray.plan_inputs import KNOWN_MODELS, load_model_shape, read_node_types
@@ -44,10 +45,13 @@ def test_reference_on_the_cluster(capsys):
     assert int(bag100[3].replace(",", "")) == 10937 * 256 * (512 + 8 * 512)
 
 
-def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys):
+def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys, monkeypatch):
+    corpus_reads = []
+    monkeypatch.setattr(plan_inputs, "corpus_rows", lambda cfg: corpus_reads.append(cfg) or ({}, {}))
     code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "80GiB")
     assert code == 0
     assert "cannot read the corpus" in out  # s3:// is not reachable here: memory is still planned
+    assert corpus_reads == []  # the work dir's bucket did not answer: the corpus on it is not tried
     assert _row(out, "fits") == ["yes", "yes"]
     total = [float(v) for v in _row(out, "total")[::2]]
     assert 0.75 * 80 < total[1] <= 0.9 * 80 and total[0] < 0.5 * total[1]  # tight without mini-batches

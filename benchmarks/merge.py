@@ -10,8 +10,8 @@
    merge` from the SAME YAML, and every output tensor is compared: max |boom - mergekit| / max
    |mergekit| per tensor, the worst tensor reported (target <= 1e-5); random-mask methods also
    statistically (see that module).
-2. Timings on two sets of five random bf16 checkpoints, merged by multislerp with weights 0.2 ...
-   1.0 from one YAML (dtype bfloat16: mergekit computes in bfloat16, boom-ray in float32; both
+2. Timings on two sets of five random bf16 checkpoints, merged by multislerp (or `--method
+   linear`) with weights 0.2 ... 1.0 from one YAML (dtype bfloat16: mergekit computes in bfloat16, boom-ray in float32; both
    write bfloat16):
    - small: Qwen3-0.6B shapes with 2 layers (hidden 1024, vocab 151936; 0.37 GB each, 1.9 GB in
      all): fits mergekit in memory, so mergekit / boom is speed alone.
@@ -140,7 +140,7 @@ def write_random_checkpoint(path: Path, seed: int, cfg: dict, shard_bytes: int =
 
 # ---------------------------------------------------------------- timings
 
-def model_set(name: str) -> tuple[list[Path], int, Path]:
+def model_set(name: str, method: str = "multislerp") -> tuple[list[Path], int, Path]:
     """The set's five checkpoints (generated once, kept), its output size and the merge YAML."""
     import yaml
 
@@ -157,17 +157,18 @@ def model_set(name: str) -> tuple[list[Path], int, Path]:
             sizes.append(json.loads((m / "model.safetensors.index.json").read_text())["metadata"]["total_size"])
     # dtype bfloat16: mergekit computes in it (boom-ray always computes in float32). With dtype
     # float32 mergekit 0.1.5 was OOM-killed at 22 GB of anonymous RSS on this 24 GiB machine.
-    cfg = {"merge_method": "multislerp", "dtype": "bfloat16",
+    cfg = {"merge_method": method, "dtype": "bfloat16",
            "models": [{"model": str(m), "parameters": {"weight": w}} for m, w in zip(models, [0.2, 0.4, 0.6, 0.8, 1.0])]}
-    ypath = work / "multislerp.yaml"
+    ypath = work / f"{method}.yaml"
     ypath.write_text(yaml.safe_dump(cfg))
     return models, sizes[0], ypath
 
 
-def timings(name: str, mergekit: Path | None, runs: int, mergekit_runs: int, budget: str, threads: int) -> dict:
+def timings(name: str, mergekit: Path | None, runs: int, mergekit_runs: int, budget: str, threads: int,
+            method: str) -> dict:
     from merge_bench import run_set
 
-    models, out_bytes, ypath = model_set(name)
+    models, out_bytes, ypath = model_set(name, method)
     work = OUT / "merge_sets" / name
     res = run_set(name, models, out_bytes, ypath, work, runs=runs, mergekit_runs=mergekit_runs, mergekit=mergekit,
                   boom=BOOM, threads=threads, budget=budget, mergekit_gib=MERGEKIT_GIB[name])
@@ -175,6 +176,7 @@ def timings(name: str, mergekit: Path | None, runs: int, mergekit_runs: int, bud
     if boom_out.exists() and mk_out.exists():
         res["max_rel_diff_vs_mergekit"], res["worst_tensor"] = max_rel_diff(boom_out, mk_out)
     res["load_average"] = os.getloadavg()
+    res["method"] = method
     return res
 
 
@@ -188,6 +190,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="floor and boom-ray runs per set")
     ap.add_argument("--mergekit-runs", type=int, default=2, help="how many of those runs also time mergekit "
                     "(about 1 minute each on the big set)")
+    ap.add_argument("--method", default="multislerp", choices=["multislerp", "linear"],
+                    help="multislerp reads its inputs twice (statistics, then the weighted sum); linear once, "
+                    "the floor's work plus the arithmetic")
     ap.add_argument("--budget", default="512MiB", help="boom-ray memory_budget")
     ap.add_argument("--threads", type=int, default=default_threads(), help="boom-ray threads, and the floor's")
     ap.add_argument("--skip-equality", action="store_true")
@@ -210,10 +215,12 @@ def main() -> None:
         history = json.loads(history_path.read_text()) if history_path.exists() else []
         for name in args.sets:
             res = timings(name, None if args.no_mergekit else mergekit, args.runs,
-                          min(args.mergekit_runs, args.runs), args.budget, args.threads)
-            before = next((h for h in reversed(history) if h["set"] == name), None)
+                          min(args.mergekit_runs, args.runs), args.budget, args.threads, args.method)
+            before = next((h for h in reversed(history)
+                           if h["set"] == name and h.get("method", "multislerp") == args.method), None)
             res["vs_previous_invocation"] = agreement(res, before)
-            results.setdefault("timings", {})[name] = res
+            key = name if args.method == "multislerp" else f"{name}-{args.method}"
+            results.setdefault("timings", {})[key] = res
             history.append(res)
             history_path.write_text(json.dumps(history, indent=2))
             print(markdown(res, res["vs_previous_invocation"]), flush=True)

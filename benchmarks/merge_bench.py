@@ -156,7 +156,7 @@ def agreement(now: dict, before: dict | None) -> dict | None:
 
 
 def markdown(res: dict, agree: dict | None) -> str:
-    lines = [f"**{res['set']}** ({res['input_bytes'] / 1e9:.2f} GB in, {res['output_bytes'] / 1e9:.2f} GB out, "
+    lines = [f"**{res['set']}**, {res.get('method', 'multislerp')} ({res['input_bytes'] / 1e9:.2f} GB in, {res['output_bytes'] / 1e9:.2f} GB out, "
              f"{res['threads']} threads, memory_budget {res['memory_budget']})", "",
              "| | median wall (s) | min - max (s) | spread | peak RSS (MiB) | runs |", "|---|---|---|---|---|---|"]
     label = {"floor": "I/O floor (mmap, same threads)", "boom": "boom-ray (`boom merge`)",

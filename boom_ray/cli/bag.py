@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from boom_ray.cli.common import add_config_arguments, config_from_args
+from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
 
 HELP = "validate the corpus and sample it into bags (Ray Data)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_verbose_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

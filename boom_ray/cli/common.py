@@ -31,16 +31,22 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
 
 
 def add_verbose_argument(p: argparse.ArgumentParser) -> None:
+    """`--verbose` for every command that starts Ray from a run config."""
     p.add_argument("--verbose", action="store_true",
-                   help="stream Ray's and the workers' output (every step line) instead of the live view "
-                        "(same as --set ray.verbose=true)")
+                   help="stream Ray's and the workers' output (every step line) instead of the quiet console "
+                        "and its live view (same as --set ray.verbose=true)")
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """The `--set` pairs, with `--verbose` as `ray.verbose`."""
     overrides = parse_overrides(getattr(args, "overrides", []))
     if getattr(args, "verbose", False):
         overrides["ray.verbose"] = True
-    return load_config(args.config, overrides)
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, overrides_from_args(args))
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from boom_ray.cli.common import add_set_argument, config_from_args, parse_overrides
+from boom_ray.cli.common import add_set_argument, add_verbose_argument, config_from_args, parse_overrides
 
 HELP = "merge models with a streaming, memory-bounded Ray task"
 
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a mergekit config to run unchanged (needs --out)")
     p.add_argument("--config", metavar="RUN.yaml", help="merge the run's bag exports with its merge section")
     add_set_argument(p)
+    add_verbose_argument(p)
     p.add_argument("--out", metavar="DIR", help="output model directory (with MERGEKIT.yaml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from boom_ray.cli.common import add_config_arguments, config_from_args
+from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
 
 HELP = "write report.md and an ID-vs-OOD chart for every model of a run"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_verbose_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -100,15 +100,17 @@ def test_a_worker_without_its_board_prints_instead(ray_session):
     assert progress.emit("[b] step 1/2") is False
 
 
-def test_verbose_flag_of_train_and_run_sets_ray_verbose(tmp_path):
+def test_verbose_flag_of_every_ray_command_sets_ray_verbose(tmp_path):
     from boom_ray.cli import build_parser
-    from boom_ray.cli.common import config_from_args
+    from boom_ray.cli.common import config_from_args, overrides_from_args
 
     (tmp_path / "run.yaml").write_text(f"workdir: {tmp_path}\ncorpus: {{path: {tmp_path}}}\n")
-    for command in ("train", "run"):
+    for command in ("bag", "train", "merge", "sweep", "report", "run", "update"):
         quiet = build_parser().parse_args([command, "--config", str(tmp_path / "run.yaml")])
         loud = build_parser().parse_args([command, "--config", str(tmp_path / "run.yaml"), "--verbose"])
-        assert (config_from_args(quiet).ray.verbose, config_from_args(loud).ray.verbose) == (False, True)
+        assert (config_from_args(quiet).ray.verbose, config_from_args(loud).ray.verbose) == (False, True), command
+    grid = build_parser().parse_args(["ablations", "--grid", "g.yaml", "--verbose", "--set", "train.max_steps=2"])
+    assert overrides_from_args(grid) == {"train.max_steps": 2, "ray.verbose": True}
 
 
 def test_a_failing_bag_is_one_line_on_the_console_and_the_whole_error_in_its_log(ray_session, tmp_path, capsys):

@@ -37,12 +37,21 @@ def test_reference_on_the_cluster(capsys):
     assert "gpu_8x_a100    8 workers per node -> 5 nodes" in out
     assert "gpu_1x         1 workers per node -> 40 nodes (more than its max_workers" in out
     assert "cpu_data       cannot hold one training worker" in out
+    assert "sweep    {CPU: 8, GPU: 1} per trial" in out  # trial_cpus + the GPU it embeds on
+    assert "sweep trials fit on: gpu_8x_a100, gpu_1x" in out
     assert "as configured (mini-batches of 8)" in out and "without mini-batches" in out
     assert _row(out, "fits") == ["yes", "NO"]  # on the cluster's 40 GB A100s
     assert "A100 on gpu_8x_a100" in out
     bag100 = _row(out, "bag100")
     assert bag100[0] == "2,800,000" and bag100[2] == "10,937"  # 2.8M rows / 256 per global batch
     assert int(bag100[3].replace(",", "")) == 10937 * 256 * (512 + 8 * 512)
+
+
+def test_a_sweep_trial_no_node_type_holds_is_named(capsys):
+    code, out, _ = _plan(capsys, "--config", REFERENCE, "--cluster", CLUSTER, "--corpus-rows", "1000",
+                         "--set", "sweep.trial_cpus=128")  # more than any node type has
+    assert code == 0
+    assert "sweep trials fit on: no node type (sweep.trial_cpus / eval.encoder_gpus ask for {CPU: 128, GPU: 1}" in out
 
 
 def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys, monkeypatch):

@@ -41,12 +41,14 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
     """Lines of the per-stage resources table, and one training worker's resources."""
     from boom_ray.plan_inputs import PlanError
     from boom_ray.plan import missing_resources, nodes_for_workers
+    from boom_ray.sweep.space import trial_resources
     from boom_ray.train.launch import bags_to_train, resources_per_worker
 
     t, e, m, s = cfg.train, cfg.eval, cfg.merge, cfg.sweep
     bags = bags_to_train(cfg)
     worker = resources_per_worker(t)
     memory = m.memory or 2 * m.memory_budget
+    trial = {k.upper(): v for k, v in trial_resources(cfg).items()}
     lines = ["stage    asks for",
              f"bag      {cfg.bagging.num_cpus:g} CPU per source file task "
              f"({files if files is not None else '?'} files)",
@@ -54,7 +56,7 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
              f"{t.num_workers * len(bags)} workers",
              f"merge    {m.num_cpus:g} CPU and {_gib(memory)} memory per merge ({len(m.merges)} merges, one at a time)",
              f"eval     {e.num_encoders} encoders x {_res({'CPU': e.encoder_cpus, 'GPU': e.encoder_gpus})}",
-             f"sweep    {s.trial_cpus:g} CPU per trial, {s.num_samples} trials, "
+             f"sweep    {_res(trial)} per trial, {s.num_samples} trials, "
              f"{s.max_concurrent or 'unbounded'} at once"]
     if node_types is None:
         return lines, worker
@@ -72,6 +74,10 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
         else:
             over = "" if c.within_max else " (more than its max_workers: bags will wait their turn)"
             lines.append(f"  {c.node_type:<14} {c.workers_per_node} workers per node -> {c.nodes} nodes{over}")
+    holders = [n.name for n in node_types if not missing_resources(trial, [n])]
+    lines.append(f"sweep trials fit on: {', '.join(holders)}" if holders else
+                 f"sweep trials fit on: no node type (sweep.trial_cpus / eval.encoder_gpus ask for {_res(trial)}; "
+                 "boom sweep will stop before its first trial)")
     return lines, worker
 
 

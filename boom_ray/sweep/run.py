@@ -37,7 +37,7 @@ from boom_ray.cluster import check_bundle_fits
 from boom_ray.config import RunConfig
 from boom_ray.merge.stage import bag_dirs
 from boom_ray.sweep.space import (BEST, METRIC, SWEEP_JSON, TRIAL_MODEL, SweepError, check_methods, format_trials,
-                                  merge_request, search_space, searcher, sweep_key)
+                                  merge_request, search_space, searcher, sweep_key, trial_resources)
 from boom_ray.sweep.trial import FULL, make_trainable
 
 
@@ -123,9 +123,7 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     fs.create_dir(root, recursive=True)
 
     init_ray(cfg.ray)
-    resources = {"cpu": cfg.sweep.trial_cpus}
-    if cfg.eval.encoder_gpus > 0:  # the trial embeds the dev suites itself, on its own GPU share
-        resources["gpu"] = cfg.eval.encoder_gpus
+    resources = trial_resources(cfg)
     check_bundle_fits(resources, "sweep.trial_cpus / eval.encoder_gpus", cfg.ray.cluster_config,
                       local_ray=not joins_cluster(cfg.ray))
     inputs = prepare_inputs(cfg, experiment, names, cpus=cfg.sweep.trial_cpus)

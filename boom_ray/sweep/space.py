@@ -26,6 +26,15 @@ class SweepError(BoomError):
     """A sweep that cannot run or finish; the message says what to change."""
 
 
+def trial_resources(cfg: RunConfig) -> dict[str, float]:
+    """One trial's Tune bundle: `sweep.trial_cpus`, plus `eval.encoder_gpus` where the trial embeds
+    the dev suites on a GPU (it embeds them itself, in its own process)."""
+    resources = {"cpu": float(cfg.sweep.trial_cpus)}
+    if cfg.eval.encoder_gpus > 0:
+        resources["gpu"] = float(cfg.eval.encoder_gpus)
+    return resources
+
+
 def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> MergeRequest:
     """The request of one trial: the bags with these weights, merged by `method`.
 

@@ -162,7 +162,8 @@ def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) ->
             try:
                 manifest = read_manifest(bag_dir(cfg.workdir, bag))
             except OSError as exc:
-                unreachable = exc
+                if "://" in cfg.workdir:  # a remote store: the next bag would wait as long again
+                    unreachable = exc
             except BoomError:
                 pass
         if manifest and manifest.get("tasks"):

@@ -30,10 +30,20 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
+from boom_ray.errors import BoomError
+
+class StorageError(BoomError, OSError):
+    """A store that cannot be reached, or a URI no filesystem takes; the message names the URI.
+    An OSError too, so callers that fall back on an unreadable store keep doing so."""
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path) of a local path or a URI such as file:///x or s3://bucket/x."""
     if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (OSError, ValueError) as exc:  # no network or credentials; pyarrow.ArrowInvalid: a bad URI
+            raise StorageError(f"{uri}: cannot open its filesystem: {exc}") from exc
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 

@@ -59,3 +59,7 @@ def test_status_errors(tmp_path, capsys):
     assert "no run.json" in capsys.readouterr().err
     assert boom(["status"]) == 2
     assert "give --config RUN.yaml or a work dir" in capsys.readouterr().err
+    # a store no filesystem opens: one line naming the URI, not pyarrow's traceback
+    assert boom(["status", "nosuchfs://bucket/run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("boom status: error: nosuchfs://bucket/run: cannot open its filesystem")

@@ -8,6 +8,21 @@ import os
 from boom_ray.config import RayConfig
 
 _announced: set[str] = set()
+_state: dict[str, bool] = {"verbose": False}
+
+
+def own_progress_only(ctx) -> bool:
+    """Turn off Ray Data's progress bars for a stage that draws its own (returns what was set,
+    to restore), and, unless `ray.verbose`, keep Ray Data's driver lines (execution plans,
+    "Progress bars disabled") in its log file, ray-data.log in the session folder, off the
+    console: its console handler is set to errors only."""
+    was = ctx.enable_progress_bars
+    ctx.enable_progress_bars = False
+    if not _state["verbose"]:
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+    return was
 
 
 def joins_cluster(cfg: RayConfig | None = None) -> bool:
@@ -30,6 +45,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     if ray.is_initialized():
         return
     cfg = cfg or RayConfig()
+    _state["verbose"] = cfg.verbose
     if joins_cluster(cfg):
         address = cfg.address or os.environ.get("RAY_ADDRESS")
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=cfg.verbose)

@@ -94,6 +94,8 @@ def test_smoke_pipeline_runs_as_a_submitted_job(ray_head, tmp_path):
     done = _submit(address, env, "jobs/pipeline.py", "--config", "jobs/configs/smoke.yaml",
                    "--set", f"workdir=file://{workdir}")
     assert done.returncode == 0 and "succeeded" in done.stdout, done.stdout[-4000:] + done.stderr[-2000:]
+    for noise in ("Starting execution of Dataset", "Progress bars disabled", "Loading weights"):
+        assert noise not in done.stdout, noise  # Ray Data's driver lines and transformers' bars stay off
 
     run = json.loads((workdir / "run.json").read_text())
     assert {name: s["status"] for name, s in run["stages"].items()} == {

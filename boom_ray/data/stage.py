@@ -68,6 +68,8 @@ def _process_files(cfg: RunConfig, files: list[corpus_io.SourceFile], requests: 
     import ray.data
     from tqdm import tqdm
 
+    from boom_ray.ray_runtime import own_progress_only
+
     corpus_path = cfg.corpus.path
     seed, nested, chunk_rows = cfg.bagging.seed, cfg.bagging.nested, cfg.bagging.chunk_rows
     workdir = cfg.workdir
@@ -81,8 +83,7 @@ def _process_files(cfg: RunConfig, files: list[corpus_io.SourceFile], requests: 
                    for i in batch["index"]]
         return {"result": results}
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # one bar of our own, in rows of corpus files
+    own_progress_only(ray.data.DataContext.get_current())  # one bar of our own, in rows of corpus files
     ds = ray.data.from_items([{"index": i} for i in range(len(files))], override_num_blocks=len(files))
     ds = ds.map_batches(process, batch_size=1, num_cpus=cfg.bagging.num_cpus)
     results: list[FileResult] = []

@@ -92,7 +92,7 @@ def stream_with_ray(texts: Sequence[str], model_path: str, eval_cfg: EvalConfig,
     from ray.data import DataContext
     from tqdm.auto import tqdm
 
-    from boom_ray.ray_runtime import init_ray
+    from boom_ray.ray_runtime import init_ray, own_progress_only
 
     init_ray()
     block_rows = max(eval_cfg.batch_size * 4, 32)  # several blocks per actor keep the pool busy
@@ -102,8 +102,7 @@ def stream_with_ray(texts: Sequence[str], model_path: str, eval_cfg: EvalConfig,
     ds = map_encoders(ray.data.from_arrow(tables), model_path, eval_cfg, text_col="text", keep=[ROW],
                       prompt=prompt, model_cfg=model_cfg)
     ctx = DataContext.get_current()
-    saved = ctx.enable_progress_bars
-    ctx.enable_progress_bars = False  # one bar (ours, in texts) rather than one per operator
+    saved = own_progress_only(ctx)  # one bar (ours, in texts) rather than one per operator
     try:
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not sys.stderr.isatty()) as bar:
             for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

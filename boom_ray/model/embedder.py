@@ -14,10 +14,11 @@ sentence-transformers, which only calls the tokenizer, do exactly what we do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,20 @@ from boom_ray.model.st_format import (ModelLoadError, patch_tokenizer_config, re
 log = logging.getLogger(__name__)
 
 __all__ = ["Embedder", "ModelLoadError", "pool"]
+
+
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """transformers' "Loading weights" progress bar off for one load (and back as it was)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | None) -> dict[str, Any]:
@@ -97,7 +112,8 @@ class Embedder(torch.nn.Module):
         do_lower_case = bool(st_settings.get("_do_lower_case", False))
         try:
             tokenizer = AutoTokenizer.from_pretrained(local)
-            model = AutoModel.from_pretrained(local, **_load_kwargs(dtype, attn_implementation))
+            with _no_loading_bar():  # the callers say which model they load; a bar per load is noise
+                model = AutoModel.from_pretrained(local, **_load_kwargs(dtype, attn_implementation))
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{path}: cannot load a Hugging Face model/tokenizer: {exc}") from None
         embedder = cls(model, tokenizer, resolved, do_lower_case=do_lower_case)

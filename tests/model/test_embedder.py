@@ -295,3 +295,13 @@ def test_matryoshka_dims_are_recorded_and_truncate_like_sentence_transformers(ti
     ours = truncate(torch.from_numpy(emb.encode(TEXTS[:-1])), 4).numpy()
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
     assert SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(TEXTS[:1]).shape[1] == emb.embedding_dim
+
+
+def test_loading_draws_no_progress_bar_and_leaves_the_setting_as_it_was(tiny_qwen3_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    capfd.readouterr()
+    Embedder.from_pretrained(str(tiny_qwen3_path))
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

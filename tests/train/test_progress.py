@@ -113,6 +113,34 @@ def test_verbose_flag_of_every_ray_command_sets_ray_verbose(tmp_path):
     assert overrides_from_args(grid) == {"train.max_steps": 2, "ray.verbose": True}
 
 
+def test_ray_data_driver_lines_stay_off_the_console_unless_verbose(monkeypatch):
+    import logging
+
+    import ray.data
+
+    from boom_ray import ray_runtime
+
+    ctx = ray.data.DataContext.get_current()
+    console = [h for h in logging.getLogger("ray.data").handlers
+               if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    assert console, "Ray Data configures a console handler on its logger"
+    levels, bars = [h.level for h in console], ctx.enable_progress_bars
+    try:
+        for h in console:
+            h.setLevel(logging.INFO)
+        monkeypatch.setitem(ray_runtime._state, "verbose", True)
+        ctx.enable_progress_bars = True
+        assert ray_runtime.own_progress_only(ctx) is True and ctx.enable_progress_bars is False
+        assert [h.level for h in console] == [logging.INFO] * len(console)  # --verbose: as Ray has it
+        monkeypatch.setitem(ray_runtime._state, "verbose", False)
+        ray_runtime.own_progress_only(ctx)
+        assert [h.level for h in console] == [logging.ERROR] * len(console)
+    finally:
+        for h, level in zip(console, levels):
+            h.setLevel(level)
+        ctx.enable_progress_bars = bars
+
+
 def test_a_failing_bag_is_one_line_on_the_console_and_the_whole_error_in_its_log(ray_session, tmp_path, capsys):
     from boom_ray.config import RunConfig
     from boom_ray.train.launch import train_bags

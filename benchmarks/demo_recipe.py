@@ -51,8 +51,8 @@ def main() -> int:
     from boom_ray.eval import stats
     from boom_ray.eval.evaluate import evaluate_model, load_suites
     from boom_ray.merge.stage import run_merges
-    from boom_ray.ray_runtime import init_ray
-    from boom_ray.repeats import repeat_configs
+    from boom_ray.runtime.ray_session import init_ray
+    from boom_ray.workflows.repeats import repeat_configs
 
     base = load_config(args.config, {"workdir": args.workdir, "repeats": args.repeats})
     dev = load_suites(base.eval.dev_suites)

@@ -47,7 +47,7 @@ def main() -> int:
     import ray
 
     from boom_ray.config import RunConfig
-    from boom_ray.data.stage import run_bagging
+    from boom_ray.corpus.bag_stage import run_bagging
     from boom_ray.eval.evaluate import evaluate_model
     from boom_ray.eval.results import score
     from boom_ray.train.export import model_dir, read_export_manifest

@@ -48,7 +48,7 @@ def one_step(model_dir: str, args, mini: int | None, checkpointing: bool) -> dic
 
     from boom_ray.config import ModelConfig, TrainConfig
     from boom_ray.model.embedder import Embedder
-    from boom_ray.model.loss import info_nce_loss
+    from boom_ray.losses.info_nce import info_nce_loss
     from boom_ray.train.ds_config import deepspeed_config
     from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
 
@@ -108,8 +108,8 @@ def main() -> int:
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": os.environ.get("MASTER_PORT", "29531")})
     deepspeed.init_distributed(dist_backend="nccl")
-    from boom_ray.plan import TrainShape, memory_estimate
-    from boom_ray.plan_inputs import load_model_shape
+    from boom_ray.plan.estimate import TrainShape, memory_estimate
+    from boom_ray.plan.inputs import load_model_shape
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model = args.model or str(_random_qwen3(args.out.parent / "plan_gpu_model", args.hidden, args.layers))

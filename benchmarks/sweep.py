@@ -87,7 +87,7 @@ def weight_vectors(trials: int) -> list[list[float]]:
 
 def suites_of(name: str):
     from boom_ray.eval.evaluate import load_suites
-    from boom_ray.eval.sampling import sample_suite
+    from boom_ray.eval.dev_sample import sample_suite
 
     spec = SETS[name]
     return [sample_suite(s, spec["fraction"]) for s in load_suites([SUITES / n for n in spec["suites"]])]

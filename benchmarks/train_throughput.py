@@ -64,7 +64,7 @@ def plain_loop(cfg, bag_uri: str, threads: int, mini_batch: int | None = None) -
     `mini_batch`, GradCache's cached_backward instead of one backward: variant plain_gc)."""
     import torch
 
-    from boom_ray.model.loss import info_nce_loss
+    from boom_ray.losses.info_nce import info_nce_loss
     from boom_ray.train.grad_cache import cached_backward, plain_backward
     from boom_ray.train.feed import BagFeed
     from boom_ray.train.loop import build_embedder, make_optimizer_and_schedule
@@ -142,8 +142,8 @@ def main() -> int:
     import ray
 
     from boom_ray.config import derive
-    from boom_ray.data.bags import bag_dir
-    from boom_ray.data.stage import run_bagging
+    from boom_ray.corpus.bags import bag_dir
+    from boom_ray.corpus.bag_stage import run_bagging
 
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = run_config(args, args.out / "work")

@@ -67,7 +67,7 @@ def test_sizes_parse():
 def test_every_shipped_config_is_valid(path):
     """Run configs validate as RunConfig; grid files (`cells`) validate their base run and every
     cell's derived run config."""
-    from boom_ray.ablations import is_grid_file, load_grid
+    from boom_ray.workflows.ablations import is_grid_file, load_grid
 
     if is_grid_file(path):
         assert load_grid(path).cells

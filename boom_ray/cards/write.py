@@ -10,7 +10,7 @@ import posixpath
 import uuid
 from typing import Any
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.cards import build as card
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.data.stage import format_summary, run_bagging
+    from boom_ray.corpus.bag_stage import format_summary, run_bagging
 
     cfg = config_from_args(args)
     start = time.perf_counter()

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.datasets.demo import Paths, build
+    from boom_ray.demo_data.demo import Paths, build
 
     paths = Paths(Path(args.wordnet_dir), Path(args.dictd_dir), Path(args.dpkg_status), Path(args.doc_dir))
     summary = build(paths, Path(args.out), build_options(args), command=command_line(args))

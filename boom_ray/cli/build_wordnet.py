@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.datasets.wordnet import build
+    from boom_ray.demo_data.wordnet import build
 
     summary = build(Path(args.wordnet_dir), Path(args.out), build_options(args), command=command_line(args))
     print(f"wrote {args.out}: {sum(summary['tasks'].values())} training rows in "

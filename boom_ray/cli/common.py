@@ -84,7 +84,7 @@ def add_build_arguments(p: argparse.ArgumentParser, *, rows_default: str, suite_
 
 
 def build_options(args: argparse.Namespace):
-    from boom_ray.datasets.wordnet import BuildOptions
+    from boom_ray.demo_data.wordnet import BuildOptions
 
     return BuildOptions(seed=args.seed, max_rows_per_task=args.max_rows_per_task,
                         suite_size=args.suite_size, holdout=args.holdout)

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from boom_ray.eval.evaluate import evaluate_model
     from boom_ray.eval.results import format_table
-    from boom_ray.storage import resolve, write_json
+    from boom_ray.runtime.storage import resolve, write_json
 
     eval_cfg = eval_config_from_args(args)
     results = evaluate_model(args.model, args.suite, eval_cfg, default_domain=args.domain,

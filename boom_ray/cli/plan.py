@@ -3,7 +3,7 @@ what a run will ask for, whether it fits and what it costs, before anything is s
 
 A dry run: it validates the config, reads row counts from the bag manifests (or the corpus), the
 model's shape from its config.json, and the node types from cluster.yaml; it starts no Ray,
-imports no torch and trains nothing. The estimates are boom_ray/plan.py's.
+imports no torch and trains nothing. The estimates are boom_ray/plan/estimate.py's.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def _res(r: dict[str, float]) -> str:
 
 def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dict[str, float]]:
     """Lines of the per-stage resources table, and one training worker's resources."""
-    from boom_ray.plan_inputs import PlanError
-    from boom_ray.plan import missing_resources, nodes_for_workers
+    from boom_ray.plan.inputs import PlanError
+    from boom_ray.plan.estimate import missing_resources, nodes_for_workers
     from boom_ray.sweep.space import trial_resources
     from boom_ray.train.launch import bags_to_train, resources_per_worker
 
@@ -83,7 +83,7 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
 
 def _train_shape(cfg):
     from boom_ray.model.settings import resolve_model_config
-    from boom_ray.plan import TrainShape
+    from boom_ray.plan.estimate import TrainShape
     from boom_ray.train.ds_config import (accumulation_steps, check_mini_batch_size, deepspeed_config,
                                           load_user_config, precision_of)
 
@@ -101,7 +101,7 @@ def _train_shape(cfg):
 
 
 def _memory_table(shape, train, gpu_bytes: float, gpu_label: str) -> list[str]:
-    from boom_ray.plan import activation_bytes, largest_fitting_mini_batch, memory_estimate, with_mini_batch
+    from boom_ray.plan.estimate import activation_bytes, largest_fitting_mini_batch, memory_estimate, with_mini_batch
 
     columns = [("as configured" + (f" (mini-batches of {train.mini_batch_size})" if train.mini_batch_size
                                    else " (no mini-batches)"), train)]
@@ -135,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from boom_ray.config import ConfigError
-    from boom_ray.data.batch_plan import plan_batches
-    from boom_ray.plan import DEFAULT_GPU, default_tokens_per_second, steps_and_tokens, workers_per_node
-    from boom_ray.plan_inputs import PlanError, bag_rows, load_model_shape, read_node_types
+    from boom_ray.train.batch_plan import plan_batches
+    from boom_ray.plan.estimate import DEFAULT_GPU, default_tokens_per_second, steps_and_tokens, workers_per_node
+    from boom_ray.plan.inputs import PlanError, bag_rows, load_model_shape, read_node_types
     from boom_ray.train.launch import bags_to_train
 
     cfg = config_from_args(args)

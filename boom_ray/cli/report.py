@@ -17,15 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from boom_ray.errors import BoomError
     from boom_ray.eval.report import write_report
-    from boom_ray.ray_runtime import init_ray
-    from boom_ray.storage import exists, join, resolve
+    from boom_ray.runtime.ray_session import init_ray
+    from boom_ray.runtime.storage import exists, join, resolve
 
     cfg = config_from_args(args)
     fs, root = resolve(cfg.workdir)
     if not exists(fs, root):
         raise BoomError(f"{cfg.workdir}: work directory not found")
     init_ray(cfg.ray)
-    from boom_ray.repeats import SUMMARY, read_summary, write_repeats_report
+    from boom_ray.workflows.repeats import SUMMARY, read_summary, write_repeats_report
 
     recorded = exists(fs, join(root, SUMMARY))
     if cfg.repeats > 1 or recorded:  # the report over the repeats that `boom run --repeats N` recorded

@@ -30,7 +30,7 @@ def run_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.repeats import run_repeats
+    from boom_ray.workflows.repeats import run_repeats
 
     summary = run_repeats(run_config(args), args.from_stage)
     if summary["failed"]:

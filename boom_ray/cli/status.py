@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from boom_ray import storage
+    from boom_ray.runtime import storage
     from boom_ray.config import ConfigError, validate_config
 
     if args.config:
@@ -32,7 +32,7 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.status import format_status, run_status, status_json
+    from boom_ray.workflows.status import format_status, run_status, status_json
 
     status = run_status(_config(args))
     print(status_json(status) if args.json else format_status(status))

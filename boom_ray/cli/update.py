@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.update import run_update
+    from boom_ray.workflows.update import run_update
 
     record = run_update(config_from_args(args))
     cost = record["training_cost"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 from boom_ray.errors import BoomError, describe_validation_errors
-from boom_ray.units import parse_size  # noqa: F401  (re-exported)
+from boom_ray.config.units import parse_size  # noqa: F401  (re-exported)
 from pydantic import Field, ValidationError, model_validator
 
 from boom_ray.config.constants import BUNDLED_MINILM, STAGES  # noqa: F401  (re-exported)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from boom_ray.config.constants import BUNDLED_MINILM
-from boom_ray.units import check_folder_name, parse_size
+from boom_ray.config.units import check_folder_name, parse_size
 
 MethodName = Annotated[str, AfterValidator(lambda v: import_module("boom_ray.merge.methods").known_method(v))]
 """A merge method name, checked against the one registry (imported lazily: the config module
@@ -43,7 +43,7 @@ class BaggingConfig(Strict):
     """Rows parsed, validated and written at a time; bounds memory per task."""
     strategy: Literal["random", "task", "cluster"] = "random"
     """random: a bag per ratio (BOOM); task: a model per task or per group of `groups`; cluster: a
-    model per group of `groups` or per computed cluster of tasks (boom_ray/data/groups.py)."""
+    model per group of `groups` or per computed cluster of tasks (boom_ray/corpus/groups.py)."""
     groups: dict[str, list[str]] | None = None
     """Group name -> globs on task names (task and cluster strategies)."""
     num_clusters: int = Field(4, ge=1)

@@ -8,7 +8,7 @@ import posixpath
 
 from boom_ray.config import EvalConfig
 from boom_ray.errors import BoomError
-from boom_ray.storage import exists, resolve, staged_dir
+from boom_ray.runtime.storage import exists, resolve, staged_dir
 
 
 class EmbedInputError(BoomError):
@@ -38,7 +38,7 @@ def embed_files(model: str, input_uri: str, output_uri: str, eval_cfg: EvalConfi
     import ray
 
     from boom_ray.eval.embedding import map_encoders
-    from boom_ray.ray_runtime import init_ray
+    from boom_ray.runtime.ray_session import init_ray
 
     in_fs, in_path = resolve(input_uri)
     out_fs, out_path = resolve(output_uri)

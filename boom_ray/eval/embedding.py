@@ -92,7 +92,7 @@ def stream_with_ray(texts: Sequence[str], model_path: str, eval_cfg: EvalConfig,
     from ray.data import DataContext
     from tqdm.auto import tqdm
 
-    from boom_ray.ray_runtime import init_ray, own_progress_only
+    from boom_ray.runtime.ray_session import init_ray, own_progress_only
 
     init_ray()
     block_rows = max(eval_cfg.batch_size * 4, 32)  # several blocks per actor keep the pool busy

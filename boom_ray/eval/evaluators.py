@@ -19,7 +19,7 @@ import numpy as np
 
 from boom_ray.eval import metrics
 from boom_ray.eval.suites import ClassificationSuite, ClusteringSuite, RetrievalSuite, STSSuite, Suite
-from boom_ray.tasks import is_symmetric_suite
+from boom_ray.corpus.task_types import is_symmetric_suite
 
 MAIN_METRIC: dict[str, str] = {"retrieval": "ndcg@10", "sts": "spearman", "classification": "accuracy",
                                "clustering": "v_measure"}

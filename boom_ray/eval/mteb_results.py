@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from boom_ray.storage import join, write_json
+from boom_ray.runtime.storage import join, write_json
 
 SPLIT = "test"
 HF_SUBSET = "default"
@@ -59,7 +59,7 @@ def task_result(entry: dict[str, Any], *, version: str | None = None, dataset_re
 def write_task_results(out_dir: str, results: dict[str, Any]) -> list[str]:
     """`<out_dir>/<suite>.json` for every suite of a results document (local path or URI);
     returns the paths written."""
-    from boom_ray.storage import resolve
+    from boom_ray.runtime.storage import resolve
 
     fs, root = resolve(out_dir)
     version = mteb_version()

@@ -21,7 +21,7 @@ from boom_ray.config import RunConfig
 from boom_ray.errors import BoomError
 from boom_ray.eval.chart import render_chart  # noqa: F401  (re-exported: the report's chart)
 from boom_ray.eval.evaluate import evaluate_model, load_suites
-from boom_ray.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
+from boom_ray.runtime.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
     def finished(path: str) -> bool:
         return exists(*resolve(join(path, "config.json")))
 
-    from boom_ray.data.bags import run_bags
+    from boom_ray.corpus.bags import run_bags
 
     for name in run_bags(cfg, required=False):
         path = join(cfg.workdir, "models", name)

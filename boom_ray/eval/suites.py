@@ -242,7 +242,7 @@ def load_suite(path: str | os.PathLike[str], *, domain: str | None = None, instr
     `domain` / `instruction` override suite.json (a SuiteRef in the run config); `default_domain` /
     `default_instruction` only fill what suite.json leaves out (the CLI flags)."""
     if "://" in str(path):  # on object storage: read a local copy (cached per node), named as the URI
-        from boom_ray import storage
+        from boom_ray.runtime import storage
 
         name = str(path).rstrip("/").rsplit("/", 1)[-1]
         try:

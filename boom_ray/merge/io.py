@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.fs as pafs
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.errors import BoomError
 
 INDEX_FILE = "model.safetensors.index.json"

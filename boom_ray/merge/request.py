@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from boom_ray import __version__, storage
+from boom_ray import __version__
+from boom_ray.runtime import storage
 from boom_ray.errors import BoomError
 from boom_ray.merge.io import OUTPUT_DTYPES, weight_files
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.config import ConfigError, RunConfig
 from boom_ray.merge.executor import human_bytes
 from boom_ray.merge.methods import get_method
@@ -21,7 +21,7 @@ from boom_ray.merge.task import MergeOutputExists, submit_merge
 def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
     """bag name -> (exported model directory, default weight: the ratio, or for task / cluster
     bags the share of the corpus rows, see `data.bags.run_bags`)."""
-    from boom_ray.data.bags import run_bags
+    from boom_ray.corpus.bags import run_bags
 
     return {name: (storage.join(cfg.workdir, "models", name), w) for name, w in run_bags(cfg).items()}
 
@@ -64,7 +64,7 @@ def is_done(out: str, request: MergeRequest) -> bool:
 def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
     """Merge the run's bags as its merge section says, one Ray task per merge (concurrently, as
     resources allow). Returns one manifest per merge (the existing one for skipped merges)."""
-    from boom_ray.ray_runtime import init_ray
+    from boom_ray.runtime.ray_session import init_ray
 
     requests = run_requests(cfg)
     todo, results = [], {}

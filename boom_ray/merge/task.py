@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.config import MergeConfig
 from boom_ray.merge.executor import LocalInputs, MergeError, StreamingMerge, output_dtype_name
 from boom_ray.merge.files import copy_model_files

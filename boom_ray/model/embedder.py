@@ -230,7 +230,7 @@ class Embedder(torch.nn.Module):
         """
         import pyarrow.fs as pafs
 
-        from boom_ray.storage import staged_dir
+        from boom_ray.runtime.storage import staged_dir
 
         target = Path(path).expanduser().resolve()
         target.parent.mkdir(parents=True, exist_ok=True)

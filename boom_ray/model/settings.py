@@ -23,7 +23,7 @@ def resolve_model_path(path: str) -> str:
     if path.startswith("builtin:"):
         raise ModelLoadError(f"{path}: unknown builtin model; the only one is {BUNDLED_MINILM}")
     if "://" in path:  # a work dir on file://, s3://, ...: read from a local copy
-        from boom_ray import storage
+        from boom_ray.runtime import storage
 
         try:
             return storage.local_dir(path)

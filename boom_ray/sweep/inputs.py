@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.config import RunConfig
 from boom_ray.merge.in_memory import StoredTensor, load_model_tensors, sweep_statistics
 from boom_ray.merge.methods import get_method

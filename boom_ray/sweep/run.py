@@ -32,8 +32,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray import storage
-from boom_ray.cluster import check_bundle_fits
+from boom_ray.runtime import storage
+from boom_ray.runtime.cluster import check_bundle_fits
 from boom_ray.config import RunConfig
 from boom_ray.merge.stage import bag_dirs
 from boom_ray.sweep.space import (BEST, METRIC, SWEEP_JSON, TRIAL_MODEL, SweepError, check_methods, format_trials,
@@ -101,7 +101,7 @@ def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     from ray import tune
 
     from boom_ray.eval.evaluate import load_suites
-    from boom_ray.ray_runtime import init_ray, joins_cluster
+    from boom_ray.runtime.ray_session import init_ray, joins_cluster
     from boom_ray.sweep.inputs import prepare_inputs
 
     if not cfg.eval.dev_suites:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.config import MergeSpec, RunConfig
 from boom_ray.errors import BoomError
 from boom_ray.merge.stage import run_requests

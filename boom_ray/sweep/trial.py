@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.config import RunConfig
 from boom_ray.merge.in_memory import merge_in_memory
 from boom_ray.merge.methods import get_method
@@ -83,7 +83,7 @@ def parameter_targets(embedder):
 def dev_suites(cfg: RunConfig, stage: str):
     """The dev suites, loaded once per process; sampled for the first ASHA rung."""
     from boom_ray.eval.evaluate import load_suites
-    from boom_ray.eval.sampling import sample_suite
+    from boom_ray.eval.dev_sample import sample_suite
 
     if stage not in _SUITES:
         full = _SUITES.setdefault(FULL, load_suites(cfg.eval.dev_suites))

@@ -3,7 +3,7 @@
 A row is ``{"query", "pos", "neg", "prompt"?, "type"?}`` (FlagEmbedding format). Each row
 becomes one query text (the instruction template, the row's own ``prompt`` overriding the
 default instruction) and a group of ``group_size`` passages: 1 positive then
-``group_size - 1`` negatives, laid out row after row as :func:`boom_ray.model.loss.info_nce_loss`
+``group_size - 1`` negatives, laid out row after row as :func:`boom_ray.losses.info_nce.info_nce_loss`
 expects.
 
 Sampling (all from the caller's ``rng``, so a seeded run is reproducible):
@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from boom_ray.tasks import uses_in_batch_negatives
+from boom_ray.corpus.task_types import uses_in_batch_negatives
 from boom_ray.errors import BoomError
 
 

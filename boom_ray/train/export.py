@@ -16,7 +16,8 @@ import posixpath
 import tempfile
 from typing import Any
 
-from boom_ray import __version__, storage
+from boom_ray import __version__
+from boom_ray.runtime import storage
 from boom_ray.config import RunConfig
 
 MANIFEST = "boom_train.json"
@@ -126,7 +127,7 @@ def bag_prompt_usage(bag_uri: str) -> tuple[int, dict[str, list[str]]]:
     """(rows without a `prompt` of their own, {task: its distinct row prompts}) of a bag."""
     import pyarrow.compute as pc
 
-    from boom_ray.data.bags import read_bag
+    from boom_ray.corpus.bags import read_bag
 
     table = read_bag(bag_uri, columns=["task", "prompt"])
     prompt = table["prompt"]
@@ -166,7 +167,7 @@ def _publish(embedder, local: str, workdir: str, bag: str, manifest: dict[str, A
     import pyarrow.fs as pafs
 
     from boom_ray.cards.write import bag_data, write_export_card
-    from boom_ray.data.bags import bag_dir, read_manifest
+    from boom_ray.corpus.bags import bag_dir, read_manifest
     from boom_ray.model.st_format import set_prompts
 
     fs, root = storage.resolve(workdir)

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from boom_ray.data.batch_plan import BatchPlan, plan_batches, rank_rows
+from boom_ray.train.batch_plan import BatchPlan, plan_batches, rank_rows
 from boom_ray.errors import BoomError
 
 COLUMNS = ["task", "query", "pos", "neg", "prompt", "type", "pos_scores", "neg_scores"]
@@ -53,7 +53,7 @@ class BagFeed:
     def __init__(self, table, embedder, *, global_batch_size: int, group_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, name: str = "bag", schedule: str = "shuffled",
                  teacher_scores: bool = False):
-        from boom_ray.data.bags import task_index
+        from boom_ray.corpus.bags import task_index
 
         self.table = table
         self.embedder = embedder
@@ -77,7 +77,7 @@ class BagFeed:
 
     @classmethod
     def from_uri(cls, bag_uri: str, embedder, **kwargs) -> "BagFeed":
-        from boom_ray.data.bags import read_bag
+        from boom_ray.corpus.bags import read_bag
 
         return cls(read_bag(bag_uri, columns=COLUMNS), embedder, name=kwargs.pop("name", bag_uri), **kwargs)
 

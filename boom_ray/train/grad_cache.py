@@ -9,7 +9,7 @@ Limited Setup"; sentence-transformers' CachedMultipleNegativesRankingLoss):
 
 1. embed the batch mini-batch by mini-batch without a graph, keeping only the embeddings;
 2. compute the loss on those cached embeddings exactly as the plain path does (in-batch and
-   cross-device negatives, own-group-only rows; :func:`boom_ray.model.loss.info_nce_loss`) and
+   cross-device negatives, own-group-only rows; :func:`boom_ray.losses.info_nce.info_nce_loss`) and
    back-propagate it to the embeddings only;
 3. embed each mini-batch again, this time with a graph, and back-propagate the surrogate
    ``sum(embedding * cached gradient)``, whose gradient with respect to the parameters is that

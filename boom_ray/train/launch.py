@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 from boom_ray.config import RunConfig, TrainConfig, explicit_settings
 from boom_ray.errors import BoomError
 
@@ -59,7 +59,7 @@ class BagResult:
 
 def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
     """`--bags`, else `train.bags`, else every bag of the run (`data.bags.run_bags`)."""
-    from boom_ray.data.bags import run_bags
+    from boom_ray.corpus.bags import run_bags
 
     names = only or cfg.train.bags or list(run_bags(cfg))
     return list(dict.fromkeys(names))
@@ -130,7 +130,7 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
 
 def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     """What one bag's workers need, and the request its export will carry."""
-    from boom_ray.data.bags import bag_dir, read_manifest
+    from boom_ray.corpus.bags import bag_dir, read_manifest
     from boom_ray.train.ds_config import check_mini_batch_size, deepspeed_config, load_user_config, resolve_precision
     from boom_ray.train.export import request_hash, train_request
     from boom_ray.train.runs import run_name
@@ -265,7 +265,7 @@ def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: in
 
     Unless `ray.verbose`, the bags' progress is one live view (:mod:`boom_ray.train.progress`)
     and each bag's messages go to `<logs>/train-<bag>.log`."""
-    from boom_ray.ray_runtime import announce_logs, init_ray
+    from boom_ray.runtime.ray_session import announce_logs, init_ray
     from boom_ray.train.progress import open_view
 
     init_ray(cfg.ray)

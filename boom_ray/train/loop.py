@@ -237,7 +237,7 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
     """Optimizer steps from `state.step` to the end; returns the final (windowed) loss."""
     from functools import partial
 
-    from boom_ray.model.objective import training_loss
+    from boom_ray.losses.objective import training_loss
     from boom_ray.train.collective import all_reduce_sum
     from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
 

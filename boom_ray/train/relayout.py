@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 
 
 def convert_to_universal(ds_dir: str, out_dir: str) -> None:

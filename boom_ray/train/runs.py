@@ -22,7 +22,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from boom_ray import storage
+from boom_ray.runtime import storage
 
 RUN_INFO_SUFFIX = ".boom.json"
 STATE_FILE = "train_state.json"

@@ -43,7 +43,7 @@ def test_embed_input_kind_from_files(tmp_path):
     import pyarrow.parquet as pq
 
     from boom_ray.eval.embed_files import EmbedInputError, input_format as _input_format
-    from boom_ray.storage import resolve
+    from boom_ray.runtime.storage import resolve
 
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)

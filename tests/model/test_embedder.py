@@ -280,7 +280,7 @@ def test_bad_references_raise_clear_errors(tmp_path):
 def test_matryoshka_dims_are_recorded_and_truncate_like_sentence_transformers(tiny_qwen3_path, tmp_path):
     """The saved model lists its Matryoshka sizes; `truncate_dim` stays unset (full-size encode by
     default); ST's truncate_dim=d + renormalisation equals our truncated, renormalised embedding."""
-    from boom_ray.model.matryoshka import truncate
+    from boom_ray.losses.matryoshka import truncate
 
     emb = Embedder.from_pretrained(str(tiny_qwen3_path), max_doc_length=64)
     emb.matryoshka_dims = [4, 8]

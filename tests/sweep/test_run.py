@@ -156,7 +156,7 @@ def test_asha_scores_a_sample_first_and_keeps_a_fully_scored_best(ray_session, b
 
 
 def test_a_trial_bundle_no_node_holds_fails_before_any_trial(ray_session, bag_models, tmp_path):
-    from boom_ray.cluster import ClusterError
+    from boom_ray.runtime.cluster import ClusterError
 
     workdir = tmp_path / "run"
     shutil.copytree(bag_models / "models", workdir / "models")

@@ -32,7 +32,7 @@ def learnable_rows(n: int, seed: int, n_neg: int = 3, words_per_text: int = 3) -
 
 def write_bag(workdir: str | Path, bag: str, tasks: dict[str, list[dict]], request: dict | None = None) -> Path:
     """Write `tasks` (task name -> rows) as a finished bag; returns its directory."""
-    from boom_ray.data.corpus import BAG_SCHEMA
+    from boom_ray.corpus.reader import BAG_SCHEMA
 
     out = Path(workdir) / "bags" / bag
     for task, rows in sorted(tasks.items()):

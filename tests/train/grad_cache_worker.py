@@ -75,7 +75,7 @@ def rank_slice(batch: dict, rank: int) -> tuple[dict, dict, torch.Tensor]:
 
 
 def _loss_fn(in_batch):
-    from boom_ray.model.loss import info_nce_loss
+    from boom_ray.losses.info_nce import info_nce_loss
 
     return lambda q, p: info_nce_loss(q, p, TEMPERATURE, in_batch=in_batch, gather=True)
 

@@ -7,7 +7,7 @@ tokenises ROWS queries and ROWS x GROUP passages of LENGTH tokens each (no paddi
 size is exactly what the plan assumes), then runs one step as the training loop does (forward,
 InfoNCE, backward, AdamW step), with GradCache when MINI_BATCH > 0. Writes the resident memory
 before the step and the process's peak (VmHWM) after it: their difference is the step's peak,
-what boom_ray.plan.memory_estimate predicts minus the weights already loaded. The process peak
+what boom_ray.plan.estimate.memory_estimate predicts minus the weights already loaded. The process peak
 before the step is recorded too, so a caller can tell that the step, not the set-up, set it.
 So that RSS counts only what the step allocates, as torch.cuda.max_memory_allocated does on a
 GPU: glibc returns freed memory (faithful_malloc, release_free_heap), and an unmeasured step runs
@@ -77,7 +77,7 @@ def main(model_dir: str, rows: int, group: int, length: int, mini: int, checkpoi
 
     from boom_ray.config import ModelConfig
     from boom_ray.model.embedder import Embedder
-    from boom_ray.model.loss import info_nce_loss
+    from boom_ray.losses.info_nce import info_nce_loss
     from boom_ray.train.grad_cache import cached_backward, plain_backward
 
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from boom_ray.data.bags import read_bag
+from boom_ray.corpus.bags import read_bag
 from boom_ray.train.feed import BagFeed, BagTooSmallError
 from tests.train.bagtools import learnable_rows, write_bag
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from boom_ray.config import validate_config
-from boom_ray.model.loss import info_nce_loss
+from boom_ray.losses.info_nce import info_nce_loss
 from boom_ray.train.ds_config import DeepSpeedConfigError, check_mini_batch_size
 from boom_ray.train.grad_cache import cached_backward, chunk_sizes, plain_backward, split_rows
 

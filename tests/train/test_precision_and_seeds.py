@@ -86,7 +86,7 @@ def test_fp32_training_from_a_bf16_checkpoint_keeps_fp32_weights_and_one_step_mo
 
 @pytest.mark.slow
 def test_smoke_config_trained_twice_gives_bit_identical_weights(ray_session, tmp_path):
-    from boom_ray.data.stage import run_bagging
+    from boom_ray.corpus.bag_stage import run_bagging
 
     cfg = load_config(REPO / "jobs" / "configs" / "smoke.yaml",
                       {"workdir": str(tmp_path / "a"), "corpus.path": str(REPO / "data/wordnet-sample/corpus"),

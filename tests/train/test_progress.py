@@ -118,7 +118,7 @@ def test_ray_data_driver_lines_stay_off_the_console_unless_verbose(monkeypatch):
 
     import ray.data
 
-    from boom_ray import ray_runtime
+    from boom_ray.runtime import ray_session as ray_runtime
 
     ctx = ray.data.DataContext.get_current()
     console = [h for h in logging.getLogger("ray.data").handlers

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from boom_ray.plan import TrainShape, memory_estimate
-from boom_ray.plan_inputs import load_model_shape
+from boom_ray.plan.estimate import TrainShape, memory_estimate
+from boom_ray.plan.inputs import load_model_shape
 
 HERE = Path(__file__).resolve().parent
 ROWS, GROUP, LENGTH = 16, 4, 256

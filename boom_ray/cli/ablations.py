@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.workflows.ablations import load_grid, run_grid
+    from boom_ray.workflows.ablations import load_grid, run_grid  # lazy: ray and torch; boom --help stays instant
 
     out = run_grid(load_grid(args.grid, args.cells, overrides_from_args(args)))
     print(out["table"])

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import time
 
-from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
+from boom_ray.cli.common import add_run_arguments, config_from_args
 
 HELP = "validate the corpus and sample it into bags (Ray Data)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p)
-    add_verbose_argument(p)
+    add_run_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.corpus.bag_stage import format_summary, run_bagging
+    from boom_ray.corpus.bag_stage import format_summary, run_bagging  # lazy: ray (Ray Data); boom --help stays instant
 
     cfg = config_from_args(args)
     start = time.perf_counter()

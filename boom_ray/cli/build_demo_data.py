@@ -31,10 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.demo_data.demo import Paths, build
+    from boom_ray.demo_data.demo import Paths, build  # lazy: numpy, pyarrow; boom --help stays instant
+    from boom_ray.demo_data.wordnet import BuildOptions  # lazy: numpy, pyarrow; boom --help stays instant
 
     paths = Paths(Path(args.wordnet_dir), Path(args.dictd_dir), Path(args.dpkg_status), Path(args.doc_dir))
-    summary = build(paths, Path(args.out), build_options(args), command=command_line(args))
+    summary = build(paths, Path(args.out), BuildOptions(**build_options(args)), command=command_line(args))
     print(f"wrote {args.out}: {sum(summary['tasks'].values())} training rows in "
           f"{len(summary['tasks'])} tasks, {len(summary['suites'])} evaluation suites "
           f"({summary['seconds']} s)")

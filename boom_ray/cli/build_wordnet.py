@@ -19,9 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.demo_data.wordnet import build
+    from boom_ray.demo_data.wordnet import BuildOptions, build  # lazy: numpy, pyarrow; boom --help stays instant
 
-    summary = build(Path(args.wordnet_dir), Path(args.out), build_options(args), command=command_line(args))
+    summary = build(Path(args.wordnet_dir), Path(args.out), BuildOptions(**build_options(args)),
+                    command=command_line(args))
     print(f"wrote {args.out}: {sum(summary['tasks'].values())} training rows in "
           f"{len(summary['tasks'])} tasks, {len(summary['suites'])} evaluation suites")
     return 0

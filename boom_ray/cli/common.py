@@ -1,11 +1,14 @@
-"""What the subcommands share: the `--config` / `--set` flags and the config they load, and the
-encoder flags of `boom eval` and `boom embed`."""
+"""What the subcommands share: the `--config` / `--set` / `--verbose` flags and the config they
+load, the encoder flags of `boom eval` and `boom embed`, and the demo-data builders' flags.
+
+Only config and argparse here: every command module imports this at `boom --help`."""
 
 from __future__ import annotations
 
 import argparse
 
 import yaml
+from pydantic import ValidationError
 
 from boom_ray.config import ConfigError, EvalConfig, RunConfig, load_config
 
@@ -37,6 +40,13 @@ def add_verbose_argument(p: argparse.ArgumentParser) -> None:
                         "and its live view (same as --set ray.verbose=true)")
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """`--config`, `--set` and `--verbose`: the flags of every command that runs a stage of a run
+    config on Ray (`boom bag`, `train`, `sweep`, `report`, `run`, `update`)."""
+    add_config_arguments(p)
+    add_verbose_argument(p)
+
+
 def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
     """The `--set` pairs, with `--verbose` as `ray.verbose`."""
     overrides = parse_overrides(getattr(args, "overrides", []))
@@ -60,8 +70,6 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
 def eval_config_from_args(args: argparse.Namespace) -> EvalConfig:
     """The EvalConfig of the --batch-size / --num-encoders / --encoder-cpus / --encoder-gpus flags;
     a bad value is a ConfigError naming its flag, not a pydantic traceback."""
-    from pydantic import ValidationError
-
     try:
         return EvalConfig(batch_size=args.batch_size, num_encoders=args.num_encoders,
                           encoder_cpus=args.encoder_cpus, encoder_gpus=args.encoder_gpus)
@@ -83,11 +91,11 @@ def add_build_arguments(p: argparse.ArgumentParser, *, rows_default: str, suite_
                    help=f"fraction of {held_out} held out for dev + test suites")
 
 
-def build_options(args: argparse.Namespace):
-    from boom_ray.demo_data.wordnet import BuildOptions
-
-    return BuildOptions(seed=args.seed, max_rows_per_task=args.max_rows_per_task,
-                        suite_size=args.suite_size, holdout=args.holdout)
+def build_options(args: argparse.Namespace) -> dict[str, object]:
+    """The sampling flags as `demo_data.wordnet.BuildOptions` keywords (the builder module, which
+    defines that class, is imported only when a build runs)."""
+    return {"seed": args.seed, "max_rows_per_task": args.max_rows_per_task, "suite_size": args.suite_size,
+            "holdout": args.holdout}
 
 
 def rebuild_command(command: str, args: argparse.Namespace, first: tuple[str, ...],

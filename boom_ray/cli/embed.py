@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.eval.embed_files import embed_files
+    from boom_ray.eval.embed_files import embed_files  # lazy: ray (Ray Data) and torch; boom --help stays instant
 
     embed_files(args.model, args.input, args.output, eval_config_from_args(args),
                 text_field=args.text_field, id_field=args.id_field, prompt=args.prompt)

@@ -25,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.eval.evaluate import evaluate_model
-    from boom_ray.eval.results import format_table
-    from boom_ray.runtime.storage import resolve, write_json
+    from boom_ray.eval.evaluate import evaluate_model  # lazy: torch and ray (the encoders); boom --help stays instant
+    from boom_ray.eval.results import format_table  # lazy: numpy; boom --help stays instant
+    from boom_ray.runtime.storage import resolve, write_json  # lazy: pyarrow; boom --help stays instant
 
     eval_cfg = eval_config_from_args(args)
     results = evaluate_model(args.model, args.suite, eval_cfg, default_domain=args.domain,
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(fs, path, results)
         print(f"results written to {args.out}")
     if args.mteb_dir:
-        from boom_ray.eval.mteb_results import write_task_results
+        from boom_ray.eval.mteb_results import write_task_results  # lazy: pyarrow; boom --help stays instant
 
         write_task_results(args.mteb_dir, results)
         print(f"mteb TaskResult files written to {args.mteb_dir}")

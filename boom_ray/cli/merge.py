@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+from pydantic import ValidationError
+
 from boom_ray.cli.common import add_set_argument, add_verbose_argument, config_from_args, parse_overrides
+from boom_ray.config import ConfigError, MergeConfig
 
 HELP = "merge models with a streaming, memory-bounded Ray task"
 
@@ -28,10 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def merge_config_from_overrides(pairs: list[str]):
     """A MergeConfig from `--set key=value` pairs (`merge.` prefix optional)."""
-    from pydantic import ValidationError
-
-    from boom_ray.config import ConfigError, MergeConfig
-
     values = {k.removeprefix("merge."): v for k, v in parse_overrides(pairs).items()}
     try:
         return MergeConfig(**values)
@@ -40,9 +39,9 @@ def merge_config_from_overrides(pairs: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.merge.request import MergeRequestError, load_mergekit_yaml
-    from boom_ray.merge.stage import describe, run_merges, run_requests
-    from boom_ray.merge.task import merge
+    from boom_ray.merge.request import MergeRequestError, load_mergekit_yaml  # lazy: pyarrow; boom --help stays instant
+    from boom_ray.merge.stage import describe, run_merges, run_requests  # lazy: pyarrow, ray; boom --help stays instant
+    from boom_ray.merge.task import merge  # lazy: pyarrow; boom --help stays instant
 
     if args.config and args.mergekit_yaml:
         raise MergeRequestError("give either MERGEKIT.yaml (with --out) or --config RUN.yaml, not both")

@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 
 from boom_ray.cli.common import add_config_arguments, config_from_args
-from boom_ray.config import parse_size
+from boom_ray.config import ConfigError, parse_size
+from boom_ray.plan.estimate import (DEFAULT_GPU, TrainShape, activation_bytes, default_tokens_per_second,
+                                    largest_fitting_mini_batch, memory_estimate, missing_resources,
+                                    nodes_for_workers, steps_and_tokens, with_mini_batch, workers_per_node)
+from boom_ray.train.ds_config import (accumulation_steps, check_mini_batch_size, deepspeed_config, load_user_config,
+                                      precision_of)
 
 HELP = "dry run: resources, nodes, steps, per-GPU memory and GPU-hours of a run, before submitting it"
 
@@ -39,10 +44,9 @@ def _res(r: dict[str, float]) -> str:
 
 def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dict[str, float]]:
     """Lines of the per-stage resources table, and one training worker's resources."""
-    from boom_ray.plan.inputs import PlanError
-    from boom_ray.plan.estimate import missing_resources, nodes_for_workers
-    from boom_ray.sweep.space import trial_resources
-    from boom_ray.train.launch import bags_to_train, resources_per_worker
+    from boom_ray.plan.inputs import PlanError  # lazy: pyarrow; boom --help stays instant
+    from boom_ray.sweep.space import trial_resources  # lazy: pyarrow; boom --help stays instant
+    from boom_ray.train.launch import bags_to_train, resources_per_worker  # lazy: pyarrow; --help stays instant
 
     t, e, m, s = cfg.train, cfg.eval, cfg.merge, cfg.sweep
     bags = bags_to_train(cfg)
@@ -82,10 +86,7 @@ def _stage_resources(cfg, node_types, files: int | None) -> tuple[list[str], dic
 
 
 def _train_shape(cfg):
-    from boom_ray.model.settings import resolve_model_config
-    from boom_ray.plan.estimate import TrainShape
-    from boom_ray.train.ds_config import (accumulation_steps, check_mini_batch_size, deepspeed_config,
-                                          load_user_config, precision_of)
+    from boom_ray.model.settings import resolve_model_config  # lazy: pyarrow; boom --help stays instant
 
     t = cfg.train
     check_mini_batch_size(t)
@@ -101,8 +102,6 @@ def _train_shape(cfg):
 
 
 def _memory_table(shape, train, gpu_bytes: float, gpu_label: str) -> list[str]:
-    from boom_ray.plan.estimate import activation_bytes, largest_fitting_mini_batch, memory_estimate, with_mini_batch
-
     columns = [("as configured" + (f" (mini-batches of {train.mini_batch_size})" if train.mini_batch_size
                                    else " (no mini-batches)"), train)]
     if train.mini_batch_size:
@@ -132,30 +131,28 @@ def _memory_table(shape, train, gpu_bytes: float, gpu_label: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    import numpy as np  # lazy: numpy; boom --help stays instant
 
-    from boom_ray.config import ConfigError
-    from boom_ray.train.batch_plan import plan_batches
-    from boom_ray.plan.estimate import DEFAULT_GPU, default_tokens_per_second, steps_and_tokens, workers_per_node
-    from boom_ray.plan.inputs import PlanError, bag_rows, load_model_shape, read_node_types
-    from boom_ray.train.launch import bags_to_train
+    from boom_ray.plan import inputs  # lazy: pyarrow; boom --help stays instant
+    from boom_ray.train.batch_plan import plan_batches  # lazy: numpy; boom --help stays instant
+    from boom_ray.train.launch import bags_to_train  # lazy: pyarrow; boom --help stays instant
 
     cfg = config_from_args(args)
     try:
         gpu_memory = parse_size(args.gpu_memory) if args.gpu_memory else None
     except ValueError as exc:
         raise ConfigError(f"--gpu-memory: {exc}") from None
-    shape = load_model_shape(cfg.model.name_or_path, args.model_config)
-    node_types = read_node_types(args.cluster) if args.cluster else None
+    shape = inputs.load_model_shape(cfg.model.name_or_path, args.model_config)
+    node_types = inputs.read_node_types(args.cluster) if args.cluster else None
     train, accumulation = _train_shape(cfg)
     print(f"boom plan: {args.config}")
     print(f"model {shape.name}: {shape.family}, {shape.params / 1e6:,.1f} M parameters, hidden {shape.hidden} x "
           f"{shape.layers} layers")
     bags = bags_to_train(cfg)
     try:
-        rows = bag_rows(cfg, bags, args.corpus_rows)
-    except (OSError, ConfigError, PlanError) as exc:
-        if isinstance(exc, PlanError) and str(exc).startswith("train.bags"):
+        rows = inputs.bag_rows(cfg, bags, args.corpus_rows)
+    except (OSError, ConfigError, inputs.PlanError) as exc:
+        if isinstance(exc, inputs.PlanError) and str(exc).startswith("train.bags"):
             raise
         print(f"note: cannot read the corpus for row counts ({exc}); pass --corpus-rows N for steps and cost")
         rows = {}

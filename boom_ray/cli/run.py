@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
+from boom_ray.cli.common import add_run_arguments, config_from_args
 from boom_ray.config import STAGES
 
 HELP = "the whole BOOM pipeline: bag, train, merge, evaluate, report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p)
-    add_verbose_argument(p)
+    add_run_arguments(p)
     p.add_argument("--from", dest="from_stage", choices=list(STAGES),
                    help="redo this stage and every later one, even where outputs exist")
     p.add_argument("--repeats", metavar="N",
@@ -30,7 +29,7 @@ def run_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.workflows.repeats import run_repeats
+    from boom_ray.workflows.repeats import run_repeats  # lazy: ray and torch; boom --help stays instant
 
     summary = run_repeats(run_config(args), args.from_stage)
     if summary["failed"]:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from boom_ray.cli.common import add_config_arguments, add_verbose_argument, config_from_args
+from boom_ray.cli.common import add_run_arguments, config_from_args
 
 HELP = "incremental update: train on new + sampled old data, merge into the current model"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_arguments(p)
-    add_verbose_argument(p)
+    add_run_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from boom_ray.workflows.update import run_update
+    from boom_ray.workflows.update import run_update  # lazy: ray and torch; boom --help stays instant
 
     record = run_update(config_from_args(args))
     cost = record["training_cost"]

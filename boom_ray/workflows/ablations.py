@@ -25,9 +25,11 @@ from typing import Any
 
 import yaml
 
-from boom_ray.runtime import storage
 from boom_ray.config import ConfigError, RunConfig, derive, read_yaml, set_dotted, validate_config
 from boom_ray.config.units import check_folder_name
+from boom_ray.eval.report import evaluate_run
+from boom_ray.runtime import storage
+from boom_ray.workflows.pipeline import run_pipeline
 
 
 @dataclass
@@ -95,9 +97,6 @@ def grid_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 def run_grid(grid: Grid) -> dict[str, Any]:
     """Run every cell's pipeline in turn, then write `<workdir>/ablations.md`; returns
     {"cells": {cell: run manifest}, "table": markdown, "path": where it was written}."""
-    from boom_ray.eval.report import evaluate_run
-    from boom_ray.workflows.pipeline import run_pipeline
-
     manifests, results = {}, {}
     for name, cfg in grid.cells.items():
         print(f"\n##### cell {name} ({cfg.workdir}) #####", flush=True)

@@ -19,9 +19,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from boom_ray.runtime import storage
 from boom_ray.config import RunConfig, derive
 from boom_ray.errors import BoomError
+from boom_ray.eval.report import (RunModel, evaluate_run_with_variants, render_chart, render_markdown, run_models,
+                                  write_report)
+from boom_ray.eval.report_stats import aggregate, render_headlines
+from boom_ray.runtime import storage
+from boom_ray.runtime.ray_session import init_ray
+from boom_ray.workflows.pipeline import check_runnable, run_pipeline
+from boom_ray.workflows.stages import one_line
 
 CACHE_DIR = "eval-cache"
 SUMMARY = "repeats.json"
@@ -56,13 +62,6 @@ def repeat_configs(cfg: RunConfig) -> list[Repeat]:
     return out
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """`TypeName: first line of the message`, at most `limit` characters."""
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
 def mean_results(docs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A results document whose main scores and ID / OOD means are the means over `docs` (one
     model's results in each usable repeat); a score missing from a repeat is left out of its
@@ -84,8 +83,6 @@ def union_models(per_repeat: Sequence[tuple[str, Sequence[Any]]], workdir: str) 
     """The report's models over every repeat ((repeat workdir, its RunModels) each): base, bags,
     merges, each once, in first-seen order; a model whose folder differs per repeat gets the
     path pattern `<workdir>/repeat-*/...`. Pure."""
-    from boom_ray.eval.report import RunModel
-
     seen: dict[str, list[Any]] = {}
     for repeat_dir, models in per_repeat:
         for m in models:
@@ -117,9 +114,6 @@ def write_repeats_report(cfg: RunConfig, entries: Sequence[dict[str, Any]]) -> d
     """`<workdir>/report.md` + `report.png` over the repeats (`entries`: repeats.json's, each with
     "name" and "status"); the usable repeats' results come from their evaluation caches. Returns
     {"report_md", "report_png" (None without a usable repeat), "markdown", "evidence", "results"}."""
-    from boom_ray.eval.report import evaluate_run_with_variants, render_chart, render_markdown, run_models
-    from boom_ray.eval.report_stats import aggregate
-
     status = {e["name"]: e for e in entries}
     runs, per_repeat, variants = [], [], {}
     for rep in repeat_configs(cfg):
@@ -148,8 +142,6 @@ def write_repeats_report(cfg: RunConfig, entries: Sequence[dict[str, Any]]) -> d
             repeats_table(entries)) + "\n"
         storage.write_bytes(fs, png_path, render_chart(models, means, evidence))
     else:
-        from boom_ray.eval.report_stats import render_headlines
-
         markdown = "\n".join([f"# BOOM report: {cfg.workdir}", "", "No usable repeat: nothing to score.", ""]
                              + render_headlines(evidence) + repeats_table(entries)) + "\n"
         png_path = None
@@ -162,8 +154,6 @@ def run_repeats(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]
     """Run every repeat's pipeline in turn (a failed one does not stop the others), then the
     top-level report; returns repeats.json's content ({"repeats": [entry], "failed": [names],
     "report_md", "report_png"}). With repeats == 1: `run_pipeline` on the work dir itself."""
-    from boom_ray.workflows.pipeline import check_runnable, run_pipeline
-
     if cfg.repeats == 1:
         run_pipeline(cfg, from_stage)
         return {"repeats": [{"name": "run", "workdir": cfg.workdir, "bagging_seed": cfg.bagging.seed,
@@ -204,3 +194,18 @@ def read_summary(cfg: RunConfig) -> dict[str, Any]:
     if summary is None:
         raise BoomError(f"{cfg.workdir}: no {SUMMARY}; run `boom run --repeats {cfg.repeats}` first")
     return summary
+
+
+def report_run(cfg: RunConfig) -> dict[str, Any]:
+    """`boom report`: the report over the repeats that `boom run --repeats N` recorded in
+    repeats.json, else the run's own report (write_report's result either way)."""
+    fs, root = storage.resolve(cfg.workdir)
+    if not storage.exists(fs, root):
+        raise BoomError(f"{cfg.workdir}: work directory not found")
+    init_ray(cfg.ray)
+    if cfg.repeats == 1 and not storage.exists(fs, storage.join(root, SUMMARY)):
+        return write_report(cfg)
+    entries = read_summary(cfg)["repeats"]
+    if cfg.repeats == 1:  # the config without its --repeats flag: the work dir says how many
+        cfg = derive(cfg, {"repeats": len(entries)}, f"{cfg.workdir}/{SUMMARY}")
+    return write_repeats_report(cfg, entries)

@@ -14,11 +14,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray.runtime import leftovers, storage
-from boom_ray.config import STAGES, RunConfig
+from boom_ray.config import STAGES, ConfigError, RunConfig, validate_config
 from boom_ray.corpus.bags import run_bags
+from boom_ray.runtime import leftovers, storage
 from boom_ray.train.runs import STATE_FILE
-
 
 
 def _latest_checkpoint_step(fs: pafs.FileSystem, run_dir: str) -> int | None:
@@ -45,6 +44,16 @@ def bag_status(cfg: RunConfig, fs: pafs.FileSystem, root: str, bag: str, run_rec
     failed = bag in ((run_record.get("stages", {}).get("train", {}).get("detail") or {}).get("failed") or [])
     state = "failed" if failed else ("training or interrupted" if run_dirs else "not started")
     return {"bag": bag, "bagged": bagged, "state": state, "step": step, "loss": None}
+
+
+def config_of_workdir(workdir: str) -> RunConfig:
+    """The config a work dir's run.json recorded, with `workdir` as given (the folder may have
+    moved since): `boom status WORKDIR` needs no config file."""
+    fs, root = storage.resolve(workdir)
+    record = storage.read_json_or_none(fs, storage.join(root, "run.json"))
+    if not record or "config" not in record:
+        raise ConfigError(f"{workdir}: no run.json with the run's config; give --config RUN.yaml")
+    return validate_config({**record["config"], "workdir": workdir})
 
 
 def run_status(cfg: RunConfig) -> dict[str, Any]:

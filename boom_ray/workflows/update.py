@@ -25,11 +25,25 @@ import tempfile
 from typing import Any
 
 import pyarrow.fs as pafs
+import ray
 
 from boom_ray import __version__
-from boom_ray.runtime import storage
+from boom_ray.cards.write import write_update_card
 from boom_ray.config import RunConfig, bag_name, derive
+from boom_ray.corpus.bag_stage import run_bagging
+from boom_ray.corpus.bags import bag_dir, read_manifest
 from boom_ray.errors import BoomError
+from boom_ray.eval.evaluate import evaluate_model, load_suites
+from boom_ray.eval.results import format_table
+from boom_ray.merge.io import index_model
+from boom_ray.merge.request import MergeRequest, ModelInput, fingerprint
+from boom_ray.merge.stage import is_done
+from boom_ray.merge.task import submit_merge
+from boom_ray.model.embedder import Embedder
+from boom_ray.runtime import storage
+from boom_ray.runtime.ray_session import init_ray
+from boom_ray.train.export import model_dir, read_export_manifest
+from boom_ray.train.launch import summary_table, train_bags
 
 UPDATE_BAG = "update"
 MERGED_NAME = "updated"
@@ -41,9 +55,6 @@ class UpdateError(BoomError):
 
 def sample_sources(cfg: RunConfig) -> tuple[str, str]:
     """Bag the old corpus at `history_ratio` and validate the new one; returns both bag URIs."""
-    from boom_ray.corpus.bags import bag_dir
-    from boom_ray.corpus.bag_stage import run_bagging
-
     assert cfg.update is not None
     history = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "history"),
                            "corpus.path": cfg.update.old_corpus,
@@ -61,8 +72,6 @@ def mix_bags(cfg: RunConfig, history_uri: str, new_uri: str) -> dict[str, Any]:
     """`<workdir>/bags/update/`: the history sample and the new data side by side, one manifest.
 
     Tasks keep their names, so a task present in both corpora trains as one task."""
-    from boom_ray.corpus.bags import bag_dir, read_manifest
-
     hist, new = read_manifest(history_uri), read_manifest(new_uri)
     request = {"history": hist["request"], "new": new["request"]}
     out = bag_dir(cfg.workdir, UPDATE_BAG)
@@ -124,17 +133,12 @@ def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> st
     BERT's `embeddings.position_ids`), and merging needs identical tensor sets. Such a model is
     loaded and saved once in boom-ray's format under `<workdir>/current/`, which is reused while
     the current model's fingerprint stays the same; a boom-ray export or merge is used as it is."""
-    from boom_ray.merge.io import index_model
-    from boom_ray.merge.request import fingerprint
-
     fs, local = storage.resolve(current)
     if not isinstance(fs, pafs.LocalFileSystem):
         return current
     export_tensors = set(index_model(storage.local_dir(update_model)))
     if set(index_model(local)) == export_tensors:
         return current
-    from boom_ray.model.embedder import Embedder
-
     source = fingerprint(current)
     aligned = posixpath.join(cfg.workdir, "current")
     afs, apath = storage.resolve(aligned)
@@ -153,17 +157,9 @@ def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> st
 
 
 def run_update(cfg: RunConfig) -> dict[str, Any]:
-    from boom_ray.merge.stage import is_done
-    from boom_ray.merge.request import MergeRequest, ModelInput, fingerprint
-    from boom_ray.merge.task import submit_merge
-    from boom_ray.runtime.ray_session import init_ray
-    from boom_ray.train.export import model_dir, read_export_manifest
-    from boom_ray.train.launch import summary_table, train_bags
-
+    """The whole update (module docstring); returns what it writes to <workdir>/update.json."""
     if cfg.update is None:
         raise UpdateError("the config has no `update` section (current_model, old_corpus, ...)")
-    import ray
-
     init_ray(cfg.ray)
     current = cfg.update.current_model
     fs_model, model_path = storage.resolve(current)
@@ -198,9 +194,6 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
 
     scores = {}
     if cfg.eval.suites:
-        from boom_ray.eval.evaluate import evaluate_model, load_suites
-        from boom_ray.eval.results import format_table
-
         suites = load_suites(cfg.eval.suites)
         for label, path in (("current", cfg.update.current_model), ("updated", merged)):
             print(f"=== evaluate {label} model ===", flush=True)
@@ -223,7 +216,5 @@ def run_update(cfg: RunConfig) -> dict[str, Any]:
     }
     fs, root = storage.resolve(cfg.workdir)
     storage.write_json(fs, posixpath.join(root, "update.json"), record)
-    from boom_ray.cards.write import write_update_card
-
     write_update_card(request, merged, update_model, cfg.merge, record, scores.get("updated"))
     return record

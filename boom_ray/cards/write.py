@@ -10,8 +10,11 @@ import posixpath
 import uuid
 from typing import Any
 
-from boom_ray.runtime import storage
+import pyarrow.fs as pafs
+
 from boom_ray.cards import build as card
+from boom_ray.config import MergeConfig
+from boom_ray.runtime import storage
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ def bag_data(bag_manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 def write_export_card(local_dir: str, *, bag: str, final: str, manifest: dict[str, Any],
                       bag_manifest: dict[str, Any] | None) -> None:
     try:
-        import pyarrow.fs as pafs
-
         fs = pafs.LocalFileSystem()
         request = manifest.get("request") or {}
         model, train = request.get("model") or {}, request.get("train") or {}
@@ -88,16 +89,12 @@ def merge_request_dict(request) -> dict[str, Any]:
 
 def merge_settings(cfg) -> dict[str, Any]:
     """`--set` flags for `boom merge` that the run used and that differ from the defaults."""
-    from boom_ray.config import MergeConfig
-
     default = MergeConfig()
     return {"memory_budget": cfg.memory_budget} if cfg is not None and cfg.memory_budget != default.memory_budget else {}
 
 
 def merge_card_text(request, local_inputs: dict[str, str], build_dir: str, out: str, cfg=None, *,
                     update: dict[str, Any] | None = None, results: dict[str, Any] | None = None) -> str:
-    import pyarrow.fs as pafs
-
     fs = pafs.LocalFileSystem()
     infos = [_input_info(fs, local_inputs.get(m.path, m.path)) for m in request.models]
     base = next((i["base"] for i in infos if i.get("base")), None)
@@ -114,8 +111,6 @@ def merge_card_text(request, local_inputs: dict[str, str], build_dir: str, out: 
 
 def write_merge_card(request, local_inputs: dict[str, str], build_dir: str, out: str, cfg=None) -> None:
     try:
-        import pyarrow.fs as pafs
-
         write_text(pafs.LocalFileSystem(), os.path.join(build_dir, README),
                    merge_card_text(request, local_inputs, build_dir, out, cfg))
     except Exception as exc:  # noqa: BLE001 - a card must not fail a merge

@@ -3,7 +3,6 @@ together). Each field's docstring says what it does and why its default is what 
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -11,9 +10,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from boom_ray.config.constants import BUNDLED_MINILM
 from boom_ray.config.units import check_folder_name, parse_size
 
-MethodName = Annotated[str, AfterValidator(lambda v: import_module("boom_ray.merge.methods").known_method(v))]
-"""A merge method name, checked against the one registry (imported lazily: the config module
-stays light)."""
+
+def _known_method(name: str) -> str:
+    """`name` if merge/methods registers it (the one registry), else ValueError. Imported on the
+    first merge method validated: config/ is imported by every command, `boom --help` included."""
+    from boom_ray.merge.methods import known_method  # lazy: numpy and the merge maths, for merge configs only
+
+    return known_method(name)
+
+
+MethodName = Annotated[str, AfterValidator(_known_method)]
+"""A merge method name, checked against the one registry."""
 
 
 class Strict(BaseModel):

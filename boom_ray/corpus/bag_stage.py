@@ -22,14 +22,19 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
 from boom_ray import __version__
-from boom_ray.runtime import storage
 from boom_ray.config import RunConfig, bag_name
 from boom_ray.corpus import reader as corpus_io
 from boom_ray.corpus import groups as grouping
 from boom_ray.corpus.bagging import BagRequest, FileResult, bag_source_file
 from boom_ray.corpus.bags import PLAN_FILE, bag_dir, read_manifest, read_plan
 from boom_ray.errors import BoomError
+from boom_ray.runtime import storage
+from boom_ray.runtime.ray_session import init_ray, own_progress_only
 
 SAMPLING_VERSION = 2
 """Bumped whenever the sampling algorithm or the bag schema changes, so old bags are not taken as
@@ -66,10 +71,7 @@ def bag_request(cfg: RunConfig, ratio: float, source_fingerprint: str) -> dict:
 
 def _process_files(cfg: RunConfig, files: list[corpus_io.SourceFile], requests: list[BagRequest],
                    quarantine_tmp: str, staging_tmp: str, show_progress: bool) -> list[FileResult]:
-    import ray.data
-    from tqdm import tqdm
-
-    from boom_ray.runtime.ray_session import own_progress_only
+    import ray.data  # lazy: ray; boom --help, boom status and up-to-date bags never start Ray
 
     corpus_path = cfg.corpus.path
     seed, nested, chunk_rows = cfg.bagging.seed, cfg.bagging.nested, cfg.bagging.chunk_rows
@@ -128,8 +130,6 @@ def _manifest(cfg: RunConfig, name: str, ratio: float | None, request: dict, fil
 
 def run_bagging(cfg: RunConfig, *, force: bool = False, show_progress: bool = True) -> BagOutcome:
     """Bag the corpus per `cfg.bagging`; returns what was written and the row counts."""
-    from boom_ray.runtime.ray_session import init_ray
-
     fs_in, files = corpus_io.discover(cfg.corpus.path, cfg.corpus.format)
     kept, left_out = grouping.filter_tasks([f.task for f in files], cfg.corpus.include, cfg.corpus.exclude)
     if not kept:
@@ -188,9 +188,6 @@ def _groups_of(cfg: RunConfig, tasks: list[str], staged: str, out_fs) -> tuple[d
         return found, {t: "in no bagging.groups entry" for t in ungrouped}
     if b.strategy == "task":
         return grouping.per_task_groups(tasks), {}
-    import numpy as np
-    import pyarrow.parquet as pq
-
     profiles = {}
     for task in tasks:
         with out_fs.open_input_file(posixpath.join(staged, task + ".parquet")) as handle:
@@ -204,8 +201,6 @@ def _groups_of(cfg: RunConfig, tasks: list[str], staged: str, out_fs) -> tuple[d
 def _run_grouped(cfg: RunConfig, files: list[corpus_io.SourceFile], source_fp: str, left_out: dict[str, str],
                  *, force: bool, show_progress: bool) -> BagOutcome:
     """Bags of the task and cluster strategies: one bag per group, each the whole of its tasks."""
-    from boom_ray.runtime.ray_session import init_ray
-
     out_fs, root = storage.resolve(cfg.workdir)
     request = bag_request(cfg, 1.0, source_fp)
     plan = read_plan(cfg.workdir)

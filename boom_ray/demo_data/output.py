@@ -25,6 +25,16 @@ def check_out(out: Path, builder: str, error: type[Exception]) -> None:
                         f"(no {manifest.name}); choose an empty or new --out")
 
 
+def readme_head(title: str, origin: str, manifest: dict, held_out: str) -> list[str]:
+    """The opening lines of a build's README.md, the same for every builder: title, origin, the
+    command that rebuilds it and the options behind its sizes; `held_out` ends the sentence that
+    starts with the holdout fraction ("... 20% of <held_out>")."""
+    opts = manifest["options"]
+    return [f"# {title}", "", origin, "", "```", manifest["command"], "```", "",
+            f"Seed {opts['seed']}, at most {opts['max_rows_per_task'] or 'all'} rows per task, "
+            f"{opts['suite_size']} items per suite, {opts['holdout']:.0%} of {held_out}"]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:

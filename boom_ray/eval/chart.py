@@ -107,10 +107,10 @@ def _errors(evidence: dict[str, Any] | None, models: Sequence[Any], agg: str) ->
 def chart_figure(models: Sequence[Any], results: dict[str, dict[str, Any]],
                  evidence: dict[str, Any] | None = None):
     """The chart's matplotlib Figure (Agg backend); `render_chart` is its PNG."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib; the report imports this module, a chart is drawn once
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib; after use("Agg")
 
     ids = [results[m.key]["id_mean"] for m in models]
     oods = [results[m.key]["ood_mean"] for m in models]
@@ -149,7 +149,7 @@ def render_chart(models: Sequence[Any], results: dict[str, dict[str, Any]],
                  evidence: dict[str, Any] | None = None) -> bytes:
     """PNG: one labelled point per model at (ID mean, OOD mean), with 95 % error bars when the
     evidence has them; bars when one of the two is missing."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib; see chart_figure
 
     fig = chart_figure(models, results, evidence)
     buf = io.BytesIO()

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import posixpath
 
+from pyarrow import fs as pafs
+
 from boom_ray.config import EvalConfig
 from boom_ray.errors import BoomError
+from boom_ray.eval.embedding import map_encoders
+from boom_ray.runtime.ray_session import init_ray
 from boom_ray.runtime.storage import exists, resolve, staged_dir
 
 
@@ -17,8 +21,6 @@ class EmbedInputError(BoomError):
 
 def input_format(fs, path: str) -> str:
     """'parquet' or 'json' from the file name, or from the files of a folder."""
-    from pyarrow import fs as pafs
-
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise EmbedInputError(f"{path}: input not found")
@@ -35,10 +37,7 @@ def input_format(fs, path: str) -> str:
 def embed_files(model: str, input_uri: str, output_uri: str, eval_cfg: EvalConfig, *,
                 text_field: str = "text", id_field: str = "_id", prompt: str | None = None) -> str:
     """Write (id, vector) Parquet for every row of `input_uri` to `output_uri`; returns the output."""
-    import ray
-
-    from boom_ray.eval.embedding import map_encoders
-    from boom_ray.runtime.ray_session import init_ray
+    import ray  # lazy: ray; boom --help imports the embed command's module
 
     in_fs, in_path = resolve(input_uri)
     out_fs, out_path = resolve(output_uri)

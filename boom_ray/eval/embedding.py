@@ -17,9 +17,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from boom_ray.config import EvalConfig, ModelConfig
 from boom_ray.errors import BoomError
+from boom_ray.eval.prompts import DeclaredPrompts, declared_prompts
+from boom_ray.model.settings import resolve_model_config
+from boom_ray.runtime.ray_session import init_ray, own_progress_only
 
 VECTOR = "vector"
 ROW = "__row"
@@ -38,10 +42,17 @@ def arrow_to_vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
 
 
-def _device(eval_cfg: EvalConfig) -> str | None:
-    import torch
+def _load_embedder(model_path: str, model_cfg: ModelConfig | None, use_gpu: bool, threads: int | None = None):
+    """An Embedder of `model_path` on the GPU when one is asked for and present (`threads`: torch's
+    CPU threads, for an encoder actor)."""
+    import torch  # lazy: torch; boom eval --help, the report and the sweep driver import this module
 
-    return "cuda" if eval_cfg.encoder_gpus > 0 and torch.cuda.is_available() else None
+    from boom_ray.model.embedder import Embedder  # lazy: torch; as above
+
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))
+    device = "cuda" if use_gpu and torch.cuda.is_available() else None
+    return Embedder.from_pretrained(model_path, model_cfg, device=device)
 
 
 class EncodeBatch:
@@ -50,14 +61,8 @@ class EncodeBatch:
 
     def __init__(self, model_path: str, model_cfg: dict[str, Any] | None, batch_size: int, text_col: str,
                  keep: Sequence[str], prompt: str | None, threads: int, use_gpu: bool):
-        import torch
-
-        from boom_ray.model.embedder import Embedder
-
-        torch.set_num_threads(max(1, threads))
         cfg = ModelConfig.model_validate(model_cfg) if model_cfg is not None else None
-        device = "cuda" if use_gpu and torch.cuda.is_available() else None
-        self.model = Embedder.from_pretrained(model_path, cfg, device=device)
+        self.model = _load_embedder(model_path, cfg, use_gpu, threads)
         self.batch_size, self.text_col, self.keep, self.prompt = batch_size, text_col, list(keep), prompt
 
     def __call__(self, block: pa.Table) -> pa.Table:
@@ -88,11 +93,7 @@ def map_encoders(ds, model_path: str, eval_cfg: EvalConfig, *, text_col: str, ke
 def stream_with_ray(texts: Sequence[str], model_path: str, eval_cfg: EvalConfig, *, prompt: str | None = None,
                     model_cfg: ModelConfig | None = None, desc: str = "embed") -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(row indices, embeddings) blocks of `texts` as the encoder actors finish them."""
-    import ray
-    from ray.data import DataContext
-    from tqdm.auto import tqdm
-
-    from boom_ray.runtime.ray_session import init_ray, own_progress_only
+    import ray.data  # lazy: ray; only inputs of eval.ray_min_texts texts or more go through Ray
 
     init_ray()
     block_rows = max(eval_cfg.batch_size * 4, 32)  # several blocks per actor keep the pool busy
@@ -101,7 +102,7 @@ def stream_with_ray(texts: Sequence[str], model_path: str, eval_cfg: EvalConfig,
               for s in range(0, len(texts), block_rows)]
     ds = map_encoders(ray.data.from_arrow(tables), model_path, eval_cfg, text_col="text", keep=[ROW],
                       prompt=prompt, model_cfg=model_cfg)
-    ctx = DataContext.get_current()
+    ctx = ray.data.DataContext.get_current()
     saved = own_progress_only(ctx)  # one bar (ours, in texts) rather than one per operator
     try:
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not sys.stderr.isatty()) as bar:
@@ -129,8 +130,6 @@ class ModelEncoder:
                  show_progress: bool = False, embedder=None, use_model_prompts: bool = True):
         """`embedder`: a model already loaded in this process (a sweep trial's resident one, with
         the trial's merged weights) to encode with, instead of loading `model_path`."""
-        from boom_ray.eval.prompts import DeclaredPrompts, declared_prompts
-
         self.model_path = model_path
         self.eval_cfg = eval_cfg or EvalConfig()
         self.model_cfg = model_cfg
@@ -139,8 +138,6 @@ class ModelEncoder:
         else:
             # the settings from_pretrained would use, without loading the weights: only the prompt
             # template matters in the driver, and a 4B model should not be loaded twice to learn it
-            from boom_ray.model.settings import resolve_model_config
-
             self.settings = resolve_model_config(model_path, model_cfg)
         self.declared = declared_prompts(model_path, model_cfg) if use_model_prompts else DeclaredPrompts()
         self.document_prompt = self.declared.document
@@ -161,9 +158,7 @@ class ModelEncoder:
 
     def local_model(self):
         if self._local is None:
-            from boom_ray.model.embedder import Embedder
-
-            self._local = Embedder.from_pretrained(self.model_path, self.model_cfg, device=_device(self.eval_cfg))
+            self._local = _load_embedder(self.model_path, self.model_cfg, self.eval_cfg.encoder_gpus > 0)
         return self._local
 
     def stream(self, texts: Sequence[str], prompt: str | None = None, block_rows: int = 8192

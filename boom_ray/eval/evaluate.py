@@ -21,7 +21,8 @@ from boom_ray.eval.embedding import ModelEncoder
 from boom_ray.eval.evaluators import evaluate_suite
 from boom_ray.eval.prompts import PROMPT_MODES, PromptMode
 from boom_ray.eval.results import score, summarize  # noqa: F401  (re-exported for callers)
-from boom_ray.eval.suites import Suite, load_suite
+from boom_ray.eval.suites import Suite, SuiteError, load_suite
+from boom_ray.eval.truncation import RecordingEncoder, TruncatedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,6 @@ def load_suites(suites: Sequence[SuiteLike], *, default_domain: str | None = Non
     names = [s.name for s in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        from boom_ray.eval.suites import SuiteError
-
         raise SuiteError(f"suite names must be unique (the folder name is the suite's name): {dupes}")
     return out
 
@@ -79,8 +78,6 @@ def evaluate_model(model_path: str, suites: Sequence[SuiteLike], eval_cfg: EvalC
             print(f"[{i}/{len(loaded)}] {suite.name} ({suite.type}, {suite.domain}) ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         if dims:  # embed once, score at every size (eval/truncation.py)
-            from boom_ray.eval.truncation import RecordingEncoder, TruncatedEncoder
-
             recorded = RecordingEncoder(encoder)
             entry = evaluate_suite(suite, recorded)
             entry["dims"] = {str(d): {k: v for k, v in evaluate_suite(suite, TruncatedEncoder(recorded, d)).items()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -104,8 +105,6 @@ def _one_thread():
     """scikit-learn's OpenMP/BLAS pools on one thread. With torch loaded the process holds two libgomp
     copies plus OpenBLAS, and on a busy machine their spinning threads made k-means on 500 x 384
     twenty times slower (3.7 s vs 0.18 s measured); these fits are small next to the embedding."""
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(limits=1)
 
 
@@ -113,7 +112,7 @@ def sts_metrics(emb1: np.ndarray, emb2: np.ndarray, gold: Sequence[float], per_u
                 ) -> dict[str, Any]:
     """Spearman (main) and Pearson correlation of pairwise cosine with the gold scores; with
     `per_unit`, ``units`` holds each pair's cosine and gold score."""
-    from scipy.stats import pearsonr, spearmanr
+    from scipy.stats import pearsonr, spearmanr  # lazy: scipy (1.4 s); the CLI imports eval/ without scoring
 
     cos = np.sum(l2_normalize(emb1) * l2_normalize(emb2), axis=1)
     gold_arr = np.asarray(gold, dtype=np.float64)
@@ -128,8 +127,8 @@ def classification_metrics(train_emb: np.ndarray, train_labels: Sequence[Any], t
                            test_labels: Sequence[Any], seed: int = 42, max_iter: int = 1000,
                            per_unit: bool = False) -> dict[str, Any]:
     """Logistic regression fitted on the train embeddings, scored on the test ones (MTEB's linear probe)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.linear_model import LogisticRegression  # lazy: sklearn (2 s); the CLI imports eval/ without scoring
+    from sklearn.metrics import accuracy_score, f1_score  # lazy: sklearn; as above
 
     clf = LogisticRegression(max_iter=max_iter, random_state=seed)
     with _one_thread():
@@ -148,8 +147,8 @@ def clustering_metrics(emb: np.ndarray, labels: Sequence[Any], seed: int = 42, p
     """k-means with k = number of distinct labels (seeded, on unit vectors), scored by V-measure;
     with `per_unit`, ``units`` holds each text's cluster and gold label (the clustering is not
     refitted on a bootstrap resample, only re-scored)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import v_measure_score
+    from sklearn.cluster import KMeans  # lazy: sklearn (2 s); the CLI imports eval/ without scoring
+    from sklearn.metrics import v_measure_score  # lazy: sklearn; as above
 
     gold = [str(x) for x in labels]
     k = len(set(gold))

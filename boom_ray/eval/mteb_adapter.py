@@ -28,6 +28,8 @@ except ImportError as exc:  # pragma: no cover - mteb is a declared dependency
     raise ImportError("the mteb adapter needs `pip install mteb>=2`") from exc
 
 from boom_ray.config import ModelConfig
+from boom_ray.eval.prompts import declared_prompts
+from boom_ray.model.embedder import Embedder  # torch: this module is for benchmark runs, heavy anyway (mteb)
 
 
 class MtebEncoder(AbsEncoder):
@@ -36,10 +38,6 @@ class MtebEncoder(AbsEncoder):
     def __init__(self, model_name: str, revision: str | None = None, *, device: str | None = None,
                  batch_size: int = 32, instructions: dict[str, str] | None = None,
                  model_cfg: ModelConfig | None = None, **kwargs: Any):
-        from boom_ray.model.embedder import Embedder
-
-        from boom_ray.eval.prompts import declared_prompts
-
         self.model = Embedder.from_pretrained(model_name, model_cfg, device=device)
         self.declared = declared_prompts(model_name, model_cfg)
         self.batch_size = batch_size

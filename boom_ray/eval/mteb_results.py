@@ -14,10 +14,11 @@ come from boom-ray's evaluators. Per-unit scores are not written.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from typing import Any
 
-from boom_ray.runtime.storage import join, write_json
+from boom_ray.runtime.storage import join, resolve, write_json
 
 SPLIT = "test"
 HF_SUBSET = "default"
@@ -27,11 +28,9 @@ _RENAMES = {"spearman": ["cosine_spearman", "spearman"], "pearson": ["cosine_pea
 
 
 def mteb_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        return version("mteb")
-    except PackageNotFoundError:
+        return importlib.metadata.version("mteb")
+    except importlib.metadata.PackageNotFoundError:
         return None
 
 
@@ -59,8 +58,6 @@ def task_result(entry: dict[str, Any], *, version: str | None = None, dataset_re
 def write_task_results(out_dir: str, results: dict[str, Any]) -> list[str]:
     """`<out_dir>/<suite>.json` for every suite of a results document (local path or URI);
     returns the paths written."""
-    from boom_ray.runtime.storage import resolve
-
     fs, root = resolve(out_dir)
     version = mteb_version()
     paths = []

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from boom_ray.model.settings import resolve_model_path
 from boom_ray.model.st_format import read_st_prompts
 
 PromptMode = Literal["declared", "model", "none"]
@@ -57,8 +58,6 @@ def st_query_prompt(prompts: dict[str, str], default_prompt_name: str | None) ->
 def declared_prompts(model_path: str, model_cfg=None) -> DeclaredPrompts:
     """What `model_path` declares (see the module docstring); `model_cfg` is the run config's model
     section when it describes this model (a plain Hugging Face base)."""
-    from boom_ray.model.settings import resolve_model_path
-
     local = resolve_model_path(model_path)
     prompts, default_name = read_st_prompts(local) if os.path.isdir(local) else ({}, None)
     explicit = bool(model_cfg is not None and _TEMPLATE_FIELDS & set(model_cfg.model_fields_set))

@@ -18,9 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from boom_ray.config import RunConfig
+from boom_ray.corpus.bags import run_bags
 from boom_ray.errors import BoomError
 from boom_ray.eval.chart import render_chart  # noqa: F401  (re-exported: the report's chart)
 from boom_ray.eval.evaluate import evaluate_model, load_suites
+from boom_ray.eval.mteb_results import write_task_results
+from boom_ray.eval.prompts import declared_prompts
+from boom_ray.eval.report_stats import aggregate, render_headlines, render_intervals, render_prompt_comparison
+from boom_ray.eval.results import summarize
+from boom_ray.model.settings import resolve_model_path
 from boom_ray.runtime.storage import exists, join, read_json_or_none, resolve, stable_hash, tree_digest, write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -44,8 +50,6 @@ class RunModel:
 
 def run_models(cfg: RunConfig) -> list[RunModel]:
     """The run's models whose folders exist, in the report's order: base, bags, merges."""
-    from boom_ray.model.settings import resolve_model_path
-
     models = []
     base = cfg.model.name_or_path
     if "://" in base or os.path.isdir(resolve_model_path(base)):
@@ -55,8 +59,6 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
 
     def finished(path: str) -> bool:
         return exists(*resolve(join(path, "config.json")))
-
-    from boom_ray.corpus.bags import run_bags
 
     for name in run_bags(cfg, required=False):
         path = join(cfg.workdir, "models", name)
@@ -71,8 +73,6 @@ def run_models(cfg: RunConfig) -> list[RunModel]:
 
 def model_fingerprint(path: str) -> str:
     """Changes whenever a file of the model folder is added, removed or rewritten."""
-    from boom_ray.model.settings import resolve_model_path
-
     return tree_digest(path if "://" in path else resolve_model_path(path))
 
 
@@ -97,9 +97,6 @@ def prompt_variants(model: RunModel, suites: list, results: dict[str, Any], cfg:
                     model_cfg) -> dict[str, Any]:
     """The model's out-of-domain suites with its own advertised prompt only ("model") and with no
     prompt ("none"); an evaluation that would repeat one already made is reused, not rerun."""
-    from boom_ray.eval.prompts import declared_prompts
-    from boom_ray.eval.results import summarize
-
     ood = [s for s in suites if s.domain == "out"]
     if not ood:
         return {}
@@ -183,8 +180,6 @@ def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, d
     """The report: headlines and intervals (`evidence`, from report_stats.aggregate), `notes`
     (Markdown lines), the score table, the out-of-domain prompt comparison (`variants`) and the
     model list."""
-    from boom_ray.eval.report_stats import render_headlines, render_intervals, render_prompt_comparison
-
     first = results[models[0].key]["suites"]
     head = ["model"] + [f"{s['name']} ({s['domain']}, {s['main_metric']})" for s in first] + ["ID mean", "OOD mean"]
     lines = [f"# BOOM report: {cfg.workdir}", ""]
@@ -216,8 +211,6 @@ def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     models = run_models(cfg)
     if not models:
         raise BoomError(f"{cfg.workdir}: no model to report on (no base folder, models/<bag>/ or merges/<name>/)")
-    from boom_ray.eval.report_stats import aggregate
-
     results, variants = evaluate_run_with_variants(cfg, force=force)
     fs, workdir = resolve(cfg.workdir)
     md_path, png_path = join(workdir, "report.md"), join(workdir, "report.png")
@@ -225,8 +218,6 @@ def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     markdown = render_markdown(cfg, models, results, evidence, variants)
     write_bytes(fs, md_path, markdown.encode())
     write_bytes(fs, png_path, render_chart(models, results, evidence))
-    from boom_ray.eval.mteb_results import write_task_results
-
     for m in models:  # mteb's TaskResult layout, one file per model and suite
         write_task_results(join(cfg.workdir, MTEB_DIR, m.key), results[m.key])
     return {"report_md": md_path, "report_png": png_path, "markdown": markdown, "results": results,

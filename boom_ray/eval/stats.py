@@ -75,7 +75,7 @@ def score_units(units: dict[str, Any], idx: np.ndarray | None = None) -> np.ndar
         v = np.asarray(units["values"], dtype=np.float64)
         return float(v.mean()) if idx is None else v[idx].mean(axis=1)
     if stat == "spearman":
-        from scipy.stats import rankdata
+        from scipy.stats import rankdata  # lazy: scipy (1.4 s); importing eval/report must not pay it
 
         x, y = np.asarray(units["x"], dtype=np.float64), np.asarray(units["y"], dtype=np.float64)
         if idx is None:
@@ -83,7 +83,7 @@ def score_units(units: dict[str, Any], idx: np.ndarray | None = None) -> np.ndar
             return float(_row_pearson(rankdata(x[idx], axis=1), rankdata(y[idx], axis=1))[0])
         return _row_pearson(rankdata(x[idx], axis=1), rankdata(y[idx], axis=1))
     if stat == "v_measure":
-        from sklearn.metrics import v_measure_score
+        from sklearn.metrics import v_measure_score  # lazy: sklearn (2 s); as above
 
         pred, gold = np.asarray(units["pred"]), np.asarray(units["gold"])
         if idx is None:
@@ -118,7 +118,7 @@ def bootstrap(unit_sets: Sequence[dict[str, Any]], key: str, n_boot: int = N_BOO
 
 # --------------------------------------------------------------------------- intervals
 def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
-    from scipy.stats import t
+    from scipy.stats import t  # lazy: scipy (1.4 s); as above
 
     return float(t.ppf(0.5 + confidence / 2, df))
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from boom_ray.errors import BoomError
+from boom_ray.runtime import storage
 
 SuiteType = Literal["retrieval", "sts", "classification", "clustering"]
 SUITE_TYPES: tuple[str, ...] = ("retrieval", "sts", "classification", "clustering")
@@ -242,8 +243,6 @@ def load_suite(path: str | os.PathLike[str], *, domain: str | None = None, instr
     `domain` / `instruction` override suite.json (a SuiteRef in the run config); `default_domain` /
     `default_instruction` only fill what suite.json leaves out (the CLI flags)."""
     if "://" in str(path):  # on object storage: read a local copy (cached per node), named as the URI
-        from boom_ray.runtime import storage
-
         name = str(path).rstrip("/").rsplit("/", 1)[-1]
         try:
             root = Path(storage.local_dir(str(path)))

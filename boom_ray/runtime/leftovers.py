@@ -1,6 +1,7 @@
 """Staging leftovers: who owns a staging folder, whether its writer is gone, and what a crash left
 under a work dir (`boom status` lists them; the next writer of a target and `boom run` remove the
-stale ones). See storage.py for the staging scheme itself."""
+stale ones). See storage.py for the staging scheme itself; this module sits below it (it needs
+only runtime/filesystem.py), so storage.py can import it at the top."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray.runtime.storage import read_json_or_none, remove, resolve
+from boom_ray.runtime.filesystem import read_json_or_none, remove, resolve
 
 HEARTBEAT_S = 30.0
 LEASE_S = 600.0
@@ -27,7 +28,6 @@ _HEX = r"[0-9a-f]{8}"
 _STAGING_DIR = re.compile(rf"^\.tmp-(?P<target>.+)-{_HEX}$")
 _OWNER_FILE = re.compile(rf"^(?P<dir>\.tmp-.+-{_HEX})\.owner$")
 _TEMP_FILE = re.compile(rf"^(?P<target>.+)\.tmp-{_HEX}$")
-
 
 
 def owner_record(final: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import logging
 import os
 
 from boom_ray.config import RayConfig
+from boom_ray.runtime import storage
 
 _announced: set[str] = set()
 _state: dict[str, bool] = {"verbose": False}
@@ -40,7 +41,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
 
     Idempotent: a Ray already initialised in this process (a test session, a job) is reused.
     """
-    import ray
+    import ray  # lazy: ray; importing this module (boom --help, merge/) must not load it, only joining Ray
 
     if ray.is_initialized():
         return
@@ -58,7 +59,7 @@ def init_ray(cfg: RayConfig | None = None) -> None:
 def ray_logs_dir() -> str | None:
     """This Ray session's log folder on the driver's node (workers' stdout/stderr, Ray's own)."""
     try:
-        from ray._private import worker
+        from ray._private import worker  # lazy: ray; see init_ray
 
         return worker._global_node.get_logs_dir_path()
     except Exception:  # noqa: BLE001 - a Ray client or an older Ray: no local session folder
@@ -69,8 +70,6 @@ def logs_dir(workdir: str) -> str:
     """Where boom-ray writes its own logs (per-bag training logs): `<workdir>/logs/` for a local
     work dir; for a URI work dir a local folder under the Ray session folder, since log files are
     appended line by line and object stores cannot append."""
-    from boom_ray.runtime import storage
-
     if "://" not in workdir:
         return os.path.join(storage.resolve(workdir)[1], "logs")
     session = os.path.dirname(ray_logs_dir() or "") or os.path.join(os.path.expanduser("~"), ".boom")

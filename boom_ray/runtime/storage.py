@@ -25,57 +25,21 @@ import hashlib
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
-from boom_ray.errors import BoomError
-
-class StorageError(BoomError, OSError):
-    """A store that cannot be reached, or a URI no filesystem takes; the message names the URI.
-    An OSError too, so callers that fall back on an unreadable store keep doing so."""
-
-
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) of a local path or a URI such as file:///x or s3://bucket/x."""
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except (OSError, ValueError) as exc:  # no network or credentials; pyarrow.ArrowInvalid: a bad URI
-            raise StorageError(f"{uri}: cannot open its filesystem: {exc}") from exc
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-
-
-def join(*parts: str) -> str:
-    return posixpath.join(*parts)
-
-
-def exists(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def is_dir(fs: pafs.FileSystem, path: str) -> bool:
-    return fs.get_file_info(path).type == pafs.FileType.Directory
-
-
-def read_json(fs: pafs.FileSystem, path: str) -> Any:
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read().decode())
-
-
-def read_json_or_none(fs: pafs.FileSystem, path: str) -> Any:
-    """The JSON at `path`, or None when it is missing or unreadable (an interrupted stage)."""
-    try:
-        return read_json(fs, path)
-    except (FileNotFoundError, OSError, ValueError):
-        return None
+# the filesystem basics live one level down (leftovers.py needs them too); re-exported here, so
+# `storage.resolve`, `storage.StorageError`, ... keep working for every caller
+from boom_ray.runtime.filesystem import (StorageError, exists, is_dir, join, read_json, read_json_or_none,  # noqa: F401
+                                         remove, resolve)
+from boom_ray.runtime.leftovers import Heartbeat, clean_stale_siblings, owner_record
 
 
 def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Write a file atomically: a reader sees the old file or the whole new one, never half."""
-    from boom_ray.runtime.leftovers import clean_stale_siblings
-
     fs.create_dir(posixpath.dirname(path), recursive=True)
     clean_stale_siblings(fs, path)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -91,14 +55,6 @@ def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 def write_json(fs: pafs.FileSystem, path: str, obj: Any) -> None:
     """Write JSON atomically (see `write_bytes`)."""
     write_bytes(fs, path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def remove(fs: pafs.FileSystem, path: str) -> None:
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        fs.delete_dir(path)
-    elif info.type == pafs.FileType.File:
-        fs.delete_file(path)
 
 
 def move_dir(fs: pafs.FileSystem, src: str, dst: str) -> None:
@@ -139,8 +95,6 @@ def staging(fs: pafs.FileSystem, final: str) -> Iterator[str]:
     """A new staging folder for `final` (`temp_name`), owned by this process while the block runs:
     stale staging leftovers of `final` are removed first, the owner file is kept fresh, and the
     folder (unless moved into place) and its owner file are deleted when the block ends."""
-    from boom_ray.runtime.leftovers import Heartbeat, clean_stale_siblings, owner_record
-
     fs.create_dir(posixpath.dirname(final), recursive=True)
     clean_stale_siblings(fs, final)
     tmp = temp_name(final)
@@ -217,8 +171,6 @@ def tree_digest(uri: str, content: bool = False) -> str:
 def local_dir(uri: str) -> str:
     """A local folder holding `uri`'s files: the folder itself on a local filesystem, else a copy
     in a per-machine cache keyed by the remote listing (so a changed model is fetched again)."""
-    import tempfile
-
     fs, path = resolve(uri)
     if isinstance(fs, pafs.LocalFileSystem):
         return path

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from boom_ray.demo_data.common import Suite
+from boom_ray.demo_data.output import readme_head
 from boom_ray.demo_data.wordnet.tasks import SPLITS
 
 LICENCES = {
@@ -42,21 +43,14 @@ def licence(paths, wordnet_text: str) -> str:
 
 
 def readme(manifest: dict, suites: dict[str, list[Suite]]) -> str:
-    opts, src = manifest["options"], manifest["sources"]
+    src = manifest["sources"]
     pkgs = src["debian"].get("packages", [])
     top = Counter(p.get("licence", "") for p in pkgs).most_common(6)
-    lines = [
-        "# Demo data: multi-task training corpus and in-/out-of-domain suites from several sources",
-        "",
-        "Built by boom-ray from text that Debian installs offline; see LICENSE and manifest.json.",
-        "",
-        "```",
-        manifest["command"],
-        "```",
-        "",
-        f"Seed {opts['seed']}, at most {opts['max_rows_per_task'] or 'all'} rows per task, "
-        f"{opts['suite_size']} items per suite, {opts['holdout']:.0%} of WordNet noun/adjective "
-        "synsets and of FOLDOC entries held out (half dev, half test).",
+    lines = readme_head(
+        "Demo data: multi-task training corpus and in-/out-of-domain suites from several sources",
+        "Built by boom-ray from text that Debian installs offline; see LICENSE and manifest.json.", manifest,
+        "WordNet noun/adjective synsets and of FOLDOC entries held out (half dev, half test).")
+    lines += [
         "",
         "## Sources",
         "",

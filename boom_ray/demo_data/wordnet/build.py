@@ -10,7 +10,7 @@ from pathlib import Path
 
 from boom_ray import __version__
 from boom_ray.demo_data.common import Suite, suite_json
-from boom_ray.demo_data.output import check_out, write_build
+from boom_ray.demo_data.output import check_out, readme_head, write_build
 from boom_ray.demo_data.wordnet.database import WordNet, WordNetError, check_wordnet_dir, load_wordnet
 from boom_ray.demo_data.wordnet.tasks import (
     SPLITS, TASKS, BuildOptions, CorpusBuilder, SuiteBuilder, assign_splits, trained_definitions,
@@ -66,20 +66,12 @@ def build(wordnet_dir: Path, out: Path, options: BuildOptions, command: str,
 
 
 def readme(manifest: dict, suites: dict[str, list[Suite]]) -> str:
-    opts = manifest["options"]
-    lines = [
-        "# WordNet 3.0 multi-task corpus and evaluation suites",
-        "",
-        "Built by boom-ray from Princeton WordNet 3.0 (Debian `wordnet-base`); see LICENSE.",
-        "",
-        "```",
-        manifest["command"],
-        "```",
-        "",
-        f"Seed {opts['seed']}, at most {opts['max_rows_per_task'] or 'all'} rows per task, "
-        f"{opts['suite_size']} items per suite, {opts['holdout']:.0%} of noun and adjective "
-        f"synsets held out. Synsets per split: "
-        + ", ".join(f"{k} {v}" for k, v in manifest["split_synsets"].items()) + ".",
+    lines = readme_head(
+        "WordNet 3.0 multi-task corpus and evaluation suites",
+        "Built by boom-ray from Princeton WordNet 3.0 (Debian `wordnet-base`); see LICENSE.", manifest,
+        "noun and adjective synsets held out. Synsets per split: "
+        + ", ".join(f"{k} {v}" for k, v in manifest["split_synsets"].items()) + ".")
+    lines += [
         "",
         "Nouns and adjectives are split into train / dev / test by a hash of (seed, synset); "
         "verbs and adverbs are never trained on (half dev, half test). Training rows, their "

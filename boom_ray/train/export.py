@@ -13,12 +13,20 @@ import contextlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 from typing import Any
 
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
 from boom_ray import __version__
-from boom_ray.runtime import storage
+from boom_ray.cards.write import bag_data, write_export_card
 from boom_ray.config import RunConfig
+from boom_ray.corpus.bags import bag_dir, read_bag, read_manifest
+from boom_ray.model.st_format import set_prompts
+from boom_ray.runtime import storage
+from boom_ray.train.zero3_export import stream_zero3_weights
 
 MANIFEST = "boom_train.json"
 TRAIN_VERSION = 2
@@ -76,7 +84,7 @@ def gathered(module, zero_stage: int):
     if zero_stage != 3:
         yield
         return
-    import deepspeed
+    import deepspeed  # lazy: deepspeed, workers only (the driver imports export for its manifests)
 
     with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
         yield
@@ -101,10 +109,6 @@ def write_export_zero3(embedder, workdir: str, bag: str, manifest: dict[str, Any
     sentence-transformers files, then the weights stream in parameter by parameter, shard by
     shard (:mod:`boom_ray.train.zero3_export`), and the folder moves into place. Returns the
     export's URI on rank 0."""
-    import shutil
-
-    from boom_ray.train.zero3_export import stream_zero3_weights
-
     tmp = tempfile.mkdtemp(prefix=f"boom-export-{bag}-") if is_rank0 else None
     try:
         local = os.path.join(tmp, "model") if is_rank0 else None
@@ -125,10 +129,6 @@ MAX_NAMED_PROMPTS = 100
 
 def bag_prompt_usage(bag_uri: str) -> tuple[int, dict[str, list[str]]]:
     """(rows without a `prompt` of their own, {task: its distinct row prompts}) of a bag."""
-    import pyarrow.compute as pc
-
-    from boom_ray.corpus.bags import read_bag
-
     table = read_bag(bag_uri, columns=["task", "prompt"])
     prompt = table["prompt"]
     missing = int(pc.sum(pc.or_kleene(pc.is_null(prompt), pc.equal(prompt, ""))).as_py() or 0)
@@ -164,12 +164,6 @@ def _publish(embedder, local: str, workdir: str, bag: str, manifest: dict[str, A
     """Finish the local model folder and move/upload it to `<workdir>/models/<bag>/`: the prompts
     training used (not the config's defaults), the manifest with the bag's row counts (merge cards
     read them), and the model card."""
-    import pyarrow.fs as pafs
-
-    from boom_ray.cards.write import bag_data, write_export_card
-    from boom_ray.corpus.bags import bag_dir, read_manifest
-    from boom_ray.model.st_format import set_prompts
-
     fs, root = storage.resolve(workdir)
     final = model_dir(root, bag)
     missing, task_prompts = bag_prompt_usage(bag_dir(workdir, bag))

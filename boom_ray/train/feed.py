@@ -21,8 +21,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from boom_ray.train.batch_plan import BatchPlan, plan_batches, rank_rows
+from boom_ray.corpus.bags import read_bag, task_index
 from boom_ray.errors import BoomError
+from boom_ray.train.batch_plan import BatchPlan, plan_batches, rank_rows
+from boom_ray.train.collate import collate
 
 COLUMNS = ["task", "query", "pos", "neg", "prompt", "type", "pos_scores", "neg_scores"]
 
@@ -53,8 +55,6 @@ class BagFeed:
     def __init__(self, table, embedder, *, global_batch_size: int, group_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, name: str = "bag", schedule: str = "shuffled",
                  teacher_scores: bool = False):
-        from boom_ray.corpus.bags import task_index
-
         self.table = table
         self.embedder = embedder
         self.group_size = group_size
@@ -77,8 +77,6 @@ class BagFeed:
 
     @classmethod
     def from_uri(cls, bag_uri: str, embedder, **kwargs) -> "BagFeed":
-        from boom_ray.corpus.bags import read_bag
-
         return cls(read_bag(bag_uri, columns=COLUMNS), embedder, name=kwargs.pop("name", bag_uri), **kwargs)
 
     def plan(self, epoch: int) -> BatchPlan:
@@ -86,8 +84,6 @@ class BagFeed:
 
     def micro_batch(self, m: int) -> MicroBatch:
         """Features of micro step `m` for this rank (deterministic in seed, m and rank)."""
-        from boom_ray.train.collate import collate
-
         epoch, index = divmod(m, self.batches_per_epoch)
         batch = self.plan(epoch).batches[index]
         rows = self.table.take(rank_rows(batch, self.rank, self.world_size)).to_pylist()

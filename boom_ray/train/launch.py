@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import posixpath
 import re
 import sys
@@ -30,9 +31,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from boom_ray.runtime import storage
 from boom_ray.config import RunConfig, TrainConfig, explicit_settings
+from boom_ray.corpus.bags import bag_dir, read_manifest, run_bags
 from boom_ray.errors import BoomError
+from boom_ray.runtime import storage
+from boom_ray.runtime.ray_session import announce_logs, init_ray
+from boom_ray.train import progress
+from boom_ray.train.ds_config import check_mini_batch_size, deepspeed_config, load_user_config, resolve_precision
+from boom_ray.train.export import export_matches, model_dir, read_export_manifest, request_hash, train_request
+from boom_ray.train.runs import carry_over, find_other_layout, remove_run_info, run_name, write_run_info
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +66,6 @@ class BagResult:
 
 def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
     """`--bags`, else `train.bags`, else every bag of the run (`data.bags.run_bags`)."""
-    from boom_ray.corpus.bags import run_bags
-
     names = only or cfg.train.bags or list(run_bags(cfg))
     return list(dict.fromkeys(names))
 
@@ -75,8 +80,6 @@ fresh node, and a test box stays offline because its own environment says so."""
 def worker_env(train: TrainConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of the training workers: the driver's hub settings (`HUB_ENV`, where set),
     and DS_ACCELERATOR=cpu for DeepSpeed on CPU."""
-    import os
-
     source = os.environ if environ is None else environ
     env = {k: source[k] for k in HUB_ENV if k in source}
     env.update({"TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"})
@@ -109,10 +112,10 @@ def train_runs_dir(workdir: str) -> str:
 
 
 def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig  # lazy: ray
+    from ray.train.torch import TorchTrainer  # lazy: ray, torch
 
-    from boom_ray.train.loop import train_loop
+    from boom_ray.train.loop import train_loop  # lazy: torch, ray (the workers' loop; boom plan imports launch)
 
     train = cfg.train
     return TorchTrainer(
@@ -130,11 +133,6 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
 
 def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
     """What one bag's workers need, and the request its export will carry."""
-    from boom_ray.corpus.bags import bag_dir, read_manifest
-    from boom_ray.train.ds_config import check_mini_batch_size, deepspeed_config, load_user_config, resolve_precision
-    from boom_ray.train.export import request_hash, train_request
-    from boom_ray.train.runs import run_name
-
     uri = bag_dir(cfg.workdir, bag)
     manifest = read_manifest(uri)
     if manifest is None:
@@ -165,8 +163,6 @@ def print_notice(bag: str, text: str, warn: bool = False) -> None:
 def plan_resume(job: dict[str, Any], storage_path: str, say: Say = print_notice) -> None:
     """Look once for an interrupted run of the same request with another layout (see
     :mod:`boom_ray.train.runs`); sets job["resume_from"] or says why the bag starts fresh."""
-    from boom_ray.train.runs import carry_over, find_other_layout, write_run_info
-
     bag, new = job["bag"], job["layout"]
     other = find_other_layout(storage_path, bag, job["request_hash"], new, job["run_name"])
     write_run_info(storage_path, job["run_name"], bag, job["request_hash"], new)
@@ -188,10 +184,6 @@ def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False, 
     """Train one bag to its export (blocking); never raises, the result says what happened.
     `force` retrains even when a matching export exists (`boom run --from train`); `view`: the
     stage's :class:`~boom_ray.train.progress.LiveView` (None: print, as `--verbose` does)."""
-    from boom_ray.train.export import export_matches, model_dir, read_export_manifest
-
-    from boom_ray.train import progress
-
     say = view.notice if view else print_notice
     state = view.set_state if view else lambda *a, **k: None
     started = time.time()
@@ -199,7 +191,7 @@ def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False, 
         job = prepare_job(cfg, bag)
         if not force and export_matches(cfg.workdir, bag, job["request_hash"]):
             m = read_export_manifest(cfg.workdir, bag) or {}
-            state(bag, progress.SKIPPED, step=m.get("steps"), total=m.get("steps"), loss=m.get("final_loss"))
+            state(bag, progress.SKIPPED, step=m.get("steps"), total_steps=m.get("steps"), loss=m.get("final_loss"))
             return BagResult(bag, "skipped", m.get("steps"), m.get("tokens_seen"), m.get("final_loss"),
                              m.get("wall_time_s"), export=model_dir(cfg.workdir, bag))
         if view:
@@ -249,8 +241,6 @@ def _short_error(exc: BaseException) -> str:
 
 def _remove_run_dir(storage_path: str, name: str) -> None:
     """Checkpoints are only for resuming; once the export is written they are dead weight."""
-    from boom_ray.train.runs import remove_run_info
-
     try:
         fs, root = storage.resolve(storage_path)
         storage.remove(fs, posixpath.join(root, name))
@@ -265,14 +255,11 @@ def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: in
 
     Unless `ray.verbose`, the bags' progress is one live view (:mod:`boom_ray.train.progress`)
     and each bag's messages go to `<logs>/train-<bag>.log`."""
-    from boom_ray.runtime.ray_session import announce_logs, init_ray
-    from boom_ray.train.progress import open_view
-
     init_ray(cfg.ray)
     names = bags_to_train(cfg, bags)
     max_concurrent = max_concurrent or concurrent_bags(cfg.train, len(names))
     storage_path = train_runs_dir(cfg.workdir)
-    view = None if cfg.ray.verbose else open_view(names, announce_logs(cfg.workdir))
+    view = None if cfg.ray.verbose else progress.open_view(names, announce_logs(cfg.workdir))
     lock = threading.Lock()
     results: dict[str, BagResult] = {}
     try:

@@ -2,57 +2,47 @@
 
 Life cycle, one named helper each: set up the embedder and the DeepSpeed engine; load the last
 checkpoint if Ray Train hands one back (a restarted worker group, or a re-run of the same
-request); step through this rank's micro batches; report metrics with a checkpoint every
-``train.checkpoint_every`` optimizer steps; export the full model at the end.
+request); step through this rank's micro batches; every ``train.log_every`` optimizer steps send
+one metrics record (:mod:`boom_ray.train.metrics`) to one sink, which reaches the console, the
+bag's log file and Ray Train, with a checkpoint (:mod:`boom_ray.train.checkpoint`) every
+``train.checkpoint_every`` steps; export the full model at the end.
 
-A checkpoint holds everything needed to continue as if nothing had happened: the DeepSpeed
-engine state (weights, optimizer, lr schedule; one shard per rank under ZeRO), the step (which
-fixes the position in the batch plan, see :mod:`boom_ray.train.feed`), the running totals and
-every RNG state in use on every rank (:mod:`boom_ray.train.rng`).
-
-Heavy imports (torch, deepspeed, transformers) happen here, inside the worker, never in the
-driver.
+The driver imports this module only to hand :func:`train_loop` to a TorchTrainer, with torch and
+Ray already loaded (transformers adds half a second); DeepSpeed, whose import picks an
+accelerator and prints which, and peft are imported where they are used, in the workers.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import logging
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
 from boom_ray.config import RunConfig
-from boom_ray.train.runs import STATE_FILE
+from boom_ray.errors import BoomError
+from boom_ray.losses.objective import training_loss
+from boom_ray.model.embedder import Embedder
+from boom_ray.train import progress
+from boom_ray.train.checkpoint import RayReport, TrainState, load_checkpoint, save_checkpoint
+from boom_ray.train.collective import all_reduce_sum
+from boom_ray.train.ds_config import (accumulation_steps, deepspeed_config, load_user_config, lr_factor,
+                                      precision_of, resolve_precision, warmup_steps)
+from boom_ray.train.export import export_manifest, full_model_for_export, write_export, write_export_zero3
+from boom_ray.train.feed import BagFeed, BagTooSmallError
+from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
+from boom_ray.train.metrics import MetricsSink
+from boom_ray.train.relayout import load_other_layout
+from boom_ray.train.rng import rank_seed, seed_everything
 
 log = logging.getLogger(__name__)
-
-DS_TAG = "ds"
-
-
-@dataclass
-class TrainState:
-    """Progress that survives a restart (saved in every checkpoint, written by rank 0)."""
-
-    step: int = 0
-    """Optimizer steps done."""
-    tokens: int = 0
-    """Real tokens seen, summed over ranks."""
-    elapsed_s: float = 0.0
-    """Training time before the current attempt."""
-    restarts: int = 0
-    started_at: float = 0.0
-    """Wall-clock time the first attempt began training (after setup)."""
-    loop_s: float = 0.0
-    """Seconds spent in the step loop (data, forward, backward, optimizer), all attempts."""
-    loop_cpu_s: float = 0.0
-    """CPU seconds of this process (all threads) in the step loop: unlike wall time, barely
-    moved by other processes competing for the cores."""
-    resumed_from: list[int] = field(default_factory=list)
-    loss_history: list[list[float]] = field(default_factory=list)
-    """[step, mean loss over ranks and the last log window]."""
 
 
 @dataclass
@@ -67,17 +57,14 @@ class Setup:
 
 # --------------------------------------------------------------------------- helpers
 def _ctx():
-    import ray.train
-
     return ray.train.get_context()
 
 
-def log_rank0(message: str, notice: bool = False, **progress: Any) -> None:
-    """Rank 0's progress: to the driver's live view where the job names a board (`progress`,
-    with the fields it shows), else printed (`--verbose`). `notice`: the view prints it as a line."""
-    from boom_ray.train import progress as board
-
-    if _ctx().get_world_rank() == 0 and not board.emit(message, notice, **progress):
+def log_rank0(message: str, notice: bool = False, **metrics: Any) -> None:
+    """Rank 0's messages: to the driver's live view where the job names a board (with any
+    `metrics` known at this point: total_steps, step), else printed (`--verbose`). `notice`: the
+    view prints it as a line. Step records take the metrics sink instead (:func:`metrics_sink`)."""
+    if _ctx().get_world_rank() == 0 and not progress.emit(message, notice, **metrics):
         print(message, flush=True)
 
 
@@ -85,13 +72,6 @@ def load_options(cfg: RunConfig, on_gpu: bool) -> dict[str, Any]:
     """dtype and attention kernel for from_pretrained. The loaded weights are the master
     weights: fp32 unless `model.dtype` says otherwise (transformers 5 would load Qwen3 in its
     stored bf16, where AdamW's small updates vanish); DeepSpeed makes the bf16/fp16 compute copy."""
-    import importlib.util
-
-    import torch
-
-    from boom_ray.errors import BoomError
-    from boom_ray.train.ds_config import resolve_precision
-
     dtype, attn = cfg.model.dtype, cfg.model.attn_implementation
     if resolve_precision(cfg.train.precision, on_gpu) == "fp32" and dtype != "float32":
         raise BoomError(f"train.precision fp32 trains float32 weights; model.dtype {dtype} would not")
@@ -103,14 +83,12 @@ def load_options(cfg: RunConfig, on_gpu: bool) -> dict[str, Any]:
 
 def build_embedder(cfg: RunConfig, on_gpu: bool):
     """The embedder to train: base weights, gradient checkpointing, optional LoRA adapters."""
-    from boom_ray.model.embedder import Embedder
-
     embedder = Embedder.from_pretrained(cfg.model.name_or_path, cfg.model, **load_options(cfg, on_gpu))
     embedder.matryoshka_dims = cfg.train.matryoshka_dims or embedder.matryoshka_dims
     if cfg.train.gradient_checkpointing:
         embedder.gradient_checkpointing_enable()
     if cfg.model.lora is not None:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # lazy: peft, LoRA runs only
 
         lora = cfg.model.lora
         embedder.model = get_peft_model(embedder.model, LoraConfig(
@@ -121,10 +99,6 @@ def build_embedder(cfg: RunConfig, on_gpu: bool):
 
 def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
     """AdamW over the trainable parameters, and warmup + linear/cosine decay as a LambdaLR."""
-    import torch
-
-    from boom_ray.train.ds_config import lr_factor, warmup_steps
-
     params = [p for p in embedder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
     warm = warmup_steps(cfg.train, total_steps)
@@ -135,12 +109,7 @@ def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
 
 def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool, universal: bool = False) -> Setup:
     """Embedder, feed and DeepSpeed engine; `universal`: the engine will load a universal checkpoint."""
-    import deepspeed
-    import ray.train.torch
-    import torch
-
-    from boom_ray.train.ds_config import accumulation_steps, deepspeed_config, load_user_config
-    from boom_ray.train.feed import BagFeed
+    import deepspeed  # lazy: deepspeed, picks an accelerator on import: workers only, not the driver
 
     ctx = _ctx()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -157,8 +126,6 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool,
     per_epoch = feed.batches_per_epoch // accumulation
     total_steps = cfg.train.max_steps or cfg.train.epochs * per_epoch
     if total_steps < 1:
-        from boom_ray.train.feed import BagTooSmallError
-
         raise BagTooSmallError(f"{bag}: {feed.batches_per_epoch} global batches per epoch cannot fill one "
                                f"optimizer step of {accumulation} accumulated batches")
     device = ray.train.torch.get_device()
@@ -179,97 +146,56 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool,
     log_rank0(f"[{bag}] {sum(p.numel() for p in embedder.parameters()):,} parameters, world {world}, "
               f"{torch.get_num_threads()} threads, "
               f"ZeRO {ds_config.get('zero_optimization', {}).get('stage', 0)}, "
-              f"{feed.batches_per_epoch} batches/epoch, {total_steps} steps", total=total_steps)
+              f"{feed.batches_per_epoch} batches/epoch, {total_steps} steps", total_steps=total_steps)
     return Setup(embedder, engine, ds_config, accumulation, total_steps, feed)
 
 
-def read_state_and_rng(path: str, rank: int) -> tuple[TrainState, bool]:
-    """(the TrainState of a checkpoint folder, whether this rank's RNG states were in it and are
-    now restored)."""
-    import torch
+def metrics_sink(cfg: RunConfig, setup: Setup, state: TrainState, attempt_start: float) -> MetricsSink:
+    """The one sink of this rank's step records: the console and the bag's log file (rank 0),
+    and Ray Train, which gets a record with a checkpoint every `train.checkpoint_every` steps but
+    the last (the export follows it). `state` is read when a checkpoint is saved."""
+    total, every = setup.total_steps, cfg.train.checkpoint_every
 
-    from boom_ray.train.rng import restore_rng_states
+    def save(folder: str) -> None:
+        elapsed = state.elapsed_s + time.monotonic() - attempt_start
+        save_checkpoint(setup.engine, TrainState(**{**asdict(state), "elapsed_s": elapsed}), folder)
 
-    with open(os.path.join(path, STATE_FILE)) as f:
-        state = TrainState(**json.load(f))
-    rng_file = os.path.join(path, f"rng_rank{rank}.pt")
-    if not os.path.exists(rng_file):
-        return state, False
-    restore_rng_states(torch.load(rng_file, weights_only=False))
-    return state, True
+    report = RayReport(due=lambda step: step % every == 0 and step < total, save=save)
+    return progress.worker_sink(_ctx().get_world_rank(), report)
 
 
-def load_checkpoint(engine, checkpoint) -> TrainState:
-    """Restore engine state, progress and this rank's RNG states from a Ray Train checkpoint."""
-    rank = _ctx().get_world_rank()
-    with checkpoint.as_directory() as path:
-        load_path, _ = engine.load_checkpoint(path, tag=DS_TAG, load_optimizer_states=True,
-                                              load_lr_scheduler_states=True)
-        if load_path is None:
-            raise RuntimeError(f"DeepSpeed found no checkpoint under {path}")
-        state, _ = read_state_and_rng(path, rank)
-    state.restarts += 1
-    state.resumed_from.append(state.step)
-    return state
-
-
-def report_and_checkpoint(engine, state: TrainState, metrics: dict[str, Any], with_checkpoint: bool) -> None:
-    """ray.train.report from every rank; with a checkpoint, each rank contributes its shard."""
-    import ray.train
-    import torch
-
-    from boom_ray.train.rng import rng_states
-
-    ctx = _ctx()
-    if not with_checkpoint:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="boom-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=DS_TAG)
-        torch.save(rng_states(), os.path.join(tmp, f"rng_rank{ctx.get_world_rank()}.pt"))
-        if ctx.get_world_rank() == 0:
-            with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                json.dump(asdict(state), f)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attempt_start: float) -> float | None:
-    """Optimizer steps from `state.step` to the end; returns the final (windowed) loss."""
-    from functools import partial
-
-    from boom_ray.losses.objective import training_loss
-    from boom_ray.train.collective import all_reduce_sum
-    from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
-
-    engine, feed, ga = setup.engine, setup.feed, setup.accumulation
-    world = _ctx().get_world_size()
-    gather = cfg.train.cross_device_negatives and world > 1
-    total = setup.total_steps
+def train_steps(cfg: RunConfig, setup: Setup, state: TrainState, sink: MetricsSink) -> float | None:
+    """Optimizer steps from `state.step` to the end; returns the final (windowed) loss. A step
+    that is logged (every `train.log_every`, a checkpoint's, the last) sends one record to `sink`."""
+    engine, feed, ga, total, train = setup.engine, setup.feed, setup.accumulation, setup.total_steps, cfg.train
+    gather = train.cross_device_negatives and _ctx().get_world_size() > 1
+    own_norm = measures_own_grad_norm(engine)
     window_loss, window_n, window_tokens = 0.0, 0, 0
     final_loss = state.loss_history[-1][1] if state.loss_history else None
     batches = feed.iterate(state.step * ga, total * ga)
     loop_start, loop_base = time.monotonic(), state.loop_s
     cpu_start, cpu_base = time.process_time(), state.loop_cpu_s
     for micro in batches:
-        if cfg.train.mini_batch_size:  # GradCache: the same loss and gradient, one mini-batch's memory
+        if train.mini_batch_size:  # GradCache: the same loss and gradient, one mini-batch's memory
             loss = cached_backward(engine, micro.query_features, micro.passage_features,
-                                   partial(training_loss, micro=micro, train=cfg.train, gather=gather),
-                                   cfg.train.mini_batch_size, deepspeed_backward(engine))
+                                   partial(training_loss, micro=micro, train=train, gather=gather),
+                                   train.mini_batch_size, deepspeed_backward(engine))
         else:
             q = engine(micro.query_features)
             p = engine(micro.passage_features)
-            loss = training_loss(q, p, micro, cfg.train, gather=gather)
+            loss = training_loss(q, p, micro, train, gather=gather)
             engine.backward(loss)
+        step, boundary = (micro.step + 1) // ga, (micro.step + 1) % ga == 0
+        logged = boundary and (step % train.log_every == 0 or step == total or step % train.checkpoint_every == 0)
+        norm = gradient_norm(engine) if logged and own_norm else None  # engine.step() clears them
         engine.step()
         window_loss += float(loss.detach())
         window_n += 1
         window_tokens += micro.tokens
-        if (micro.step + 1) % ga:
+        if not boundary:
             continue
-        state.step = (micro.step + 1) // ga
-        is_log = state.step % cfg.train.log_every == 0 or state.step == total
-        is_ckpt = state.step % cfg.train.checkpoint_every == 0 and state.step < total
-        if not (is_log or is_ckpt):
+        state.step = step
+        if not logged:
             continue
         state.loop_s = loop_base + time.monotonic() - loop_start
         state.loop_cpu_s = cpu_base + time.process_time() - cpu_start
@@ -278,25 +204,55 @@ def train_steps(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, attem
         state.tokens += int(tokens)
         state.loss_history.append([state.step, round(final_loss, 6)])
         window_loss, window_n, window_tokens = 0.0, 0, 0
-        lr = engine.get_lr()[0] if engine.get_lr() else None
-        log_rank0(f"[{bag}] step {state.step}/{total} loss {final_loss:.4f} lr {lr:.3g} "
-                  f"tokens {state.tokens:,} ({state.tokens / max(state.loop_s, 1e-9):,.0f} tok/s in the loop)",
-                  step=state.step, total=total, loss=final_loss, tok_s=state.tokens / max(state.loop_s, 1e-9))
-        if is_ckpt:
-            elapsed = state.elapsed_s + time.monotonic() - attempt_start
-            snapshot = TrainState(**{**asdict(state), "elapsed_s": elapsed})
-            report_and_checkpoint(engine, snapshot, {"step": state.step, "loss": final_loss,
-                                                     "tokens": state.tokens}, with_checkpoint=True)
+        sink.log({
+            "step": state.step,
+            "total_steps": total,
+            "loss": final_loss,
+            "lr": float(engine.get_lr()[0]) if engine.get_lr() else None,
+            "tokens": state.tokens,
+            "tokens_per_s": state.tokens / max(state.loop_s, 1e-9),
+            "grad_norm": norm if norm is not None else _float(engine.get_global_grad_norm()),
+            "skipped_steps": int(getattr(engine, "skipped_steps", 0)),
+            "peak_memory_gib": peak_memory_gib(),
+        })
     return final_loss
+
+
+def measures_own_grad_norm(engine) -> bool:
+    """Whether the loop must measure the gradient norm itself: DeepSpeed's ZeRO, bf16 and fp16
+    optimizers keep one (`engine.get_global_grad_norm()`), a plain torch optimizer at ZeRO-0 does
+    not; there the gradients are whole, reduced and unscaled on every rank before the step (unless
+    a user JSON turns on torch autocast's grad scaler: then no norm rather than a scaled one)."""
+    return (engine.zero_optimization_stage() == 0 and not hasattr(engine.optimizer, "_global_grad_norm")
+            and getattr(engine, "torch_autocast_z0_gradscaler", None) is None)
+
+
+def gradient_norm(engine) -> float:
+    """2-norm of the module's gradients as they stand (before clipping, as DeepSpeed reports it)."""
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+
+def peak_memory_gib() -> float | None:
+    """Peak memory of this rank: what torch allocated on its GPU, else the process's peak resident
+    set (VmHWM), where a CPU run keeps its weights and activations."""
+    if (gpu := _peak_gpu_memory()) is not None:
+        return gpu / 2**30
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 / 2**30 for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, final_loss: float | None,
                  attempt_start: float, job: dict[str, Any]) -> None:
     """Write `<workdir>/models/<bag>/` from rank 0; under ZeRO-3 every rank takes part in the
     gathering (collective), one parameter at a time unless LoRA adapters must be merged."""
-    from boom_ray.train.ds_config import precision_of
-    from boom_ray.train.export import export_manifest, full_model_for_export, write_export, write_export_zero3
-
     ctx = _ctx()
     rank0 = ctx.get_world_rank() == 0
     stage = setup.ds_config.get("zero_optimization", {}).get("stage", 0)
@@ -320,23 +276,17 @@ def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, fina
     elif rank0:
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
     log_rank0(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s")
-    import ray.train
-
     ray.train.report({"step": state.step, "loss": final_loss, "tokens": state.tokens, "done": True,
                       "wall_time_s": wall})
 
 
 def _peak_gpu_memory() -> int | None:
     """Peak bytes allocated by torch on this rank's GPU (None on CPU)."""
-    import torch
-
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() and torch.cuda.is_initialized() else None
 
 
 def _node_id() -> str:
     """The Ray node rank 0 trained on (where a bag ran, on a cluster that adds and removes nodes)."""
-    import ray
-
     return ray.get_runtime_context().get_node_id()
 
 
@@ -344,16 +294,10 @@ def _node_id() -> str:
 def train_loop(job: dict[str, Any]) -> None:
     """Ray Train worker entry point. `job`: the run config (as a dict), the bag, its URI, the
     request (and its hash) the export will carry, and the driver's start time."""
-    import ray.train
-
-    from boom_ray.train.rng import rank_seed, seed_everything
-
     job = {**job, "worker_started": time.time()}  # this attempt's start, before setup (for the manifest)
     cfg = RunConfig.model_validate(job["config"])
     bag = job["bag"]
-    from boom_ray.train.progress import connect
-
-    connect(job.get("progress"), bag)
+    progress.connect(job.get("progress"), bag)
     attempt_start = time.monotonic()
     on_gpu = cfg.train.use_gpu
     seed_everything(cfg.train.seed)  # the same initial weights (LoRA adapters too) on every rank
@@ -366,13 +310,15 @@ def train_loop(job: dict[str, Any]) -> None:
         log_rank0(f"[{bag}] resumed from step {state.step} (restart {state.restarts})", notice=True,
                   step=state.step)
     elif other:
-        from boom_ray.train.relayout import load_other_layout
-
         state = load_other_layout(setup.engine, other, cfg.train.seed)
         log_rank0(f"[{bag}] resumed step {state.step} of {other['run']} on a new layout", notice=True,
                   step=state.step)
     else:
         seed_everything(rank_seed(cfg.train.seed, _ctx().get_world_rank()))
     state.started_at = state.started_at or time.time()
-    final_loss = train_steps(cfg, bag, setup, state, attempt_start)
+    sink = metrics_sink(cfg, setup, state, attempt_start)
+    try:
+        final_loss = train_steps(cfg, setup, state, sink)
+    finally:
+        sink.close()
     export_model(cfg, bag, setup, state, final_loss, attempt_start, job)

@@ -2,13 +2,15 @@
 
 Why an actor: Ray forwards every worker's stdout to the driver (twice when a Train controller
 relays it too) and mixes it with Ray's own logs, so printing from the workers cannot give one
-readable view. Instead each bag's rank-0 worker sends its step, loss and tokens to a named
+readable view. Instead each bag's rank-0 worker sends its metrics records (:mod:`boom_ray.train.metrics`,
+through the :class:`ConsoleBoard` and :class:`LogLines` sinks) and its messages to a named
 :class:`ProgressBoard` (0 CPU, fire-and-forget calls at the existing log cadence), the driver
 polls it from a thread and draws one line per bag: redrawn in place on a TTY, plain periodic
 lines elsewhere (jobs, CI, log files). The messages the board receives are also appended to
 ``<logs>/train-<bag>.log``, so nothing is lost; `--verbose` skips all this and streams as before.
 
-The renderer (:func:`render_lines`) is a pure function of the bags' states, tested directly.
+The renderer (:func:`render_lines`) is a pure function of the bags' states, tested directly; it
+shows the metrics that :data:`boom_ray.train.metrics.CONSOLE` formats, the board keeps them all.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
+
+from boom_ray.train.metrics import CONSOLE, FanOut, MetricsSink, Record, log_line, render, step_piece
 
 NAMESPACE = "boom"
 """Namespace of the board: Train workers find it by name whatever job namespace they run in."""
 
 WAITING, TRAINING, EXPORTED, FAILED, SKIPPED = "waiting", "training", "exported", "failed", "skipped"
+FINISHED = (EXPORTED, FAILED, SKIPPED)
 LABELS = {WAITING: "waiting for resources", TRAINING: "training", EXPORTED: "exported",
           FAILED: "failed", SKIPPED: "skipped (export up to date)"}
 
@@ -36,27 +41,34 @@ class BagProgress:
 
     bag: str
     state: str = WAITING
-    step: int = 0
-    total: int | None = None
-    loss: float | None = None
-    tok_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The latest value of every metric the bag reported (records merged key by key)."""
     first: tuple[float, int] | None = None
     """(time, step) of this attempt's first step report: the ETA's rate is measured from it, so
     model loading and a restart's catch-up do not count as training speed."""
     updated: float | None = None
 
+    @property
+    def step(self) -> int:
+        return self.metrics.get("step", 0)
+
+    @property
+    def total(self) -> int | None:
+        return self.metrics.get("total_steps")
+
 
 def apply(p: BagProgress, fields: dict[str, Any], now: float) -> BagProgress:
-    """`p` with an update merged in. A worker's first report moves a waiting bag to training;
-    a finished bag (exported, failed, skipped) stays finished whatever arrives late."""
-    known = {k: v for k, v in fields.items() if k in {"state", "step", "total", "loss", "tok_s"} and v is not None}
-    if p.state in (EXPORTED, FAILED, SKIPPED) and "state" not in known:
+    """`p` with an update merged in: `state`, and any metrics (whatever their names). A worker's
+    first report moves a waiting bag to training; a finished bag (exported, failed, skipped) stays
+    finished whatever arrives late."""
+    metrics = {k: v for k, v in fields.items() if v is not None}
+    state = metrics.pop("state", None)
+    if p.state in FINISHED and state is None:
         return p
-    new = dataclasses.replace(p, **known, updated=now)
-    if "state" not in known and new.state == WAITING:
-        new.state = TRAINING
-    if "step" in known and (p.first is None or known["step"] < p.first[1]):
-        new.first = (now, known["step"])
+    new = dataclasses.replace(p, state=state or (TRAINING if p.state == WAITING else p.state),
+                              metrics={**p.metrics, **metrics}, updated=now)
+    if "step" in metrics and (p.first is None or metrics["step"] < p.first[1]):
+        new.first = (now, metrics["step"])
     return new
 
 
@@ -74,14 +86,12 @@ def _duration(seconds: float) -> str:
 
 
 def render_line(p: BagProgress, now: float, width: int) -> str:
-    """One bag's line: name, state, step/total, loss, tokens/s, ETA (what is known so far)."""
+    """One bag's line: name, state, step/total, the metrics of :data:`CONSOLE` (loss, tokens/s),
+    ETA (what is known so far)."""
     parts = [f"{p.bag:<{width}}", f"{LABELS.get(p.state, p.state):<9}"]
     if p.total is not None or p.step:
-        parts.append(f"step {p.step}/{p.total if p.total is not None else '?'}")
-    if p.loss is not None:
-        parts.append(f"loss {p.loss:.4f}")
-    if p.tok_s is not None:
-        parts.append(f"{p.tok_s:,.0f} tok/s")
+        parts.append(step_piece(p.metrics))
+    parts += render(p.metrics, CONSOLE)
     eta = eta_s(p, now)
     if eta is not None:
         parts.append(f"ETA {_duration(eta)}")
@@ -102,6 +112,8 @@ class ProgressBoard:
         self.messages: list[tuple[str, float, str, bool]] = []
 
     def update(self, bag: str, message: str | None = None, notice: bool = False, **fields: Any) -> None:
+        """`fields`: `state` and metrics, merged into the bag's state (:func:`apply`); `message`:
+        a line for the bag's log file (`notice`: for the console too)."""
         now = time.time()
         self.bags[bag] = apply(self.bags.get(bag, BagProgress(bag)), fields, now)
         if message:
@@ -114,7 +126,7 @@ class ProgressBoard:
 
 def create_board(bags: list[str]):
     """A fresh named board for one training stage; returns (handle, name)."""
-    import ray
+    import ray  # lazy: ray, kept off the import path of boom plan
 
     name = f"progress-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     actor = ray.remote(num_cpus=0)(ProgressBoard)
@@ -133,7 +145,7 @@ def connect(name: str | None, bag: str) -> None:
     if not name:
         _board = None
         return
-    import ray
+    import ray  # lazy: ray, kept off the import path of boom plan
 
     try:
         _board = ray.get_actor(name, namespace=NAMESPACE)
@@ -141,8 +153,8 @@ def connect(name: str | None, bag: str) -> None:
         _board = None
 
 
-def emit(message: str, notice: bool = False, **fields: Any) -> bool:
-    """Send this worker's bag a message (and progress fields); False where no board is connected."""
+def emit(message: str | None, notice: bool = False, **fields: Any) -> bool:
+    """Send this worker's bag a message and/or metrics; False where no board is connected."""
     if _board is None:
         return False
     _board.update.remote(_bag, message, notice, **fields)  # fire and forget: never waits on the driver
@@ -154,9 +166,33 @@ def flush() -> None:
     in order): emit never waits, so a process about to end and hand over to the driver would
     otherwise race its own last messages."""
     if _board is not None:
-        import ray
+        import ray  # lazy: ray, kept off the import path of boom plan
 
         ray.get(_board.update.remote(_bag))
+
+
+class ConsoleBoard(MetricsSink):
+    """Sink: a record's metrics to the driver's live line of this worker's bag (nothing without
+    a board: --verbose has no live view)."""
+
+    def log(self, record: Record) -> None:
+        emit(None, **record)
+
+
+class LogLines(MetricsSink):
+    """Sink: the record as a step line (:func:`~boom_ray.train.metrics.log_line`) in the bag's log
+    file, which the driver appends from the board; printed instead where there is no board."""
+
+    def log(self, record: Record) -> None:
+        line = log_line(_bag, record)
+        if not emit(line):
+            print(line, flush=True)
+
+
+def worker_sink(rank: int, *others: MetricsSink) -> FanOut:
+    """The one sink of a training worker: rank 0 feeds the console and the log file, then every
+    rank feeds `others` (Ray Train needs every worker's report; a tracker would join rank 0's)."""
+    return FanOut([ConsoleBoard(), LogLines(), *others] if rank == 0 else others)
 
 
 # --------------------------------------------------------------------------- driver side
@@ -190,18 +226,19 @@ class LiveView:
 
     def close(self) -> None:
         """Stop and draw the last state; the board actor goes with it."""
-        import ray
+        import ray  # lazy: ray, kept off the import path of boom plan
 
         try:
             self.stop()
         finally:
             ray.kill(self.board)
 
-    def set_state(self, bag: str, state: str, **fields: Any) -> None:
-        import ray
+    def set_state(self, bag: str, state: str, **metrics: Any) -> None:
+        """Move `bag` to `state` (with the metrics known on the driver: step, total_steps, loss)."""
+        import ray  # lazy: ray, kept off the import path of boom plan
 
         try:
-            ray.get(self.board.update.remote(bag, None, False, state=state, **fields))  # seen by the next poll
+            ray.get(self.board.update.remote(bag, None, False, state=state, **metrics))  # seen by the next poll
         except Exception as exc:  # noqa: BLE001 - the view must never change a bag's outcome
             print(f"progress view: {exc}", file=sys.stderr)
 
@@ -214,7 +251,7 @@ class LiveView:
             print(f"[{bag}] {text}", file=sys.stderr if warn else self.out, flush=True)
 
     def refresh(self, final: bool = False) -> None:
-        import ray
+        import ray  # lazy: ray, kept off the import path of boom plan
 
         states, messages = ray.get(self.board.poll.remote())
         for bag, at, text, notice in messages:

@@ -24,12 +24,17 @@ import shutil
 import tempfile
 from typing import Any
 
+import ray.train
+import torch.distributed as dist
+
 from boom_ray.runtime import storage
+from boom_ray.train.checkpoint import DS_TAG, TrainState, read_state_and_rng
+from boom_ray.train.rng import rank_seed, seed_everything
 
 
 def convert_to_universal(ds_dir: str, out_dir: str) -> None:
     """DeepSpeed checkpoint folder (one tag) -> universal checkpoint folder, atomically."""
-    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal  # lazy: deepspeed, conversions only
 
     if os.path.isdir(out_dir):
         return
@@ -42,14 +47,8 @@ def convert_to_universal(ds_dir: str, out_dir: str) -> None:
     os.replace(tmp, out_dir)
 
 
-def load_other_layout(engine, other: dict[str, Any], seed: int):
+def load_other_layout(engine, other: dict[str, Any], seed: int) -> TrainState:
     """Load `other` (job["resume_from"]: uri, universal, run) into `engine`; returns the TrainState."""
-    import ray.train
-    import torch.distributed as dist
-
-    from boom_ray.train.loop import DS_TAG, read_state_and_rng
-    from boom_ray.train.rng import rank_seed, seed_everything
-
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     with ray.train.Checkpoint(other["uri"]).as_directory() as path:

@@ -16,12 +16,11 @@ import random
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and every CUDA device)."""
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device (lazily where CUDA is not up yet)
@@ -37,8 +36,6 @@ def rank_seed(seed: int, rank: int) -> int:
 
 def rng_states() -> dict[str, Any]:
     """Every generator's state, for a checkpoint."""
-    import torch
-
     states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
                               "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -48,8 +45,6 @@ def rng_states() -> dict[str, Any]:
 
 def restore_rng_states(states: dict[str, Any]) -> None:
     """Undo :func:`rng_states`; a file from before every state was saved holds a bare torch state."""
-    import torch
-
     if isinstance(states, torch.Tensor):
         torch.set_rng_state(states)
         return

@@ -22,6 +22,8 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from boom_ray.runtime import storage
 
 RUN_INFO_SUFFIX = ".boom.json"
@@ -84,8 +86,6 @@ def find_other_layout(storage_path: str, bag: str, request_hash: str, layout: di
                       own: str) -> dict[str, Any] | None:
     """The most advanced checkpoint of a run of the same request with another layout:
     {"run", "uri", "step", "layout"}; None when there is none or `own` has a checkpoint itself."""
-    import pyarrow.fs as pafs
-
     if latest_checkpoint(storage_path, own) is not None:
         return None  # Ray Train resumes the run's own checkpoints
     fs, root = storage.resolve(storage_path)

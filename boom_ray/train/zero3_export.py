@@ -42,7 +42,7 @@ class ShardWriter:
         self.total += size
 
     def _flush(self) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # lazy: torch, export imports this module in the driver
 
         save_file(self.current, str(self.out / f"part-{len(self.parts):05d}.safetensors"), metadata={"format": "pt"})
         self.parts.append(list(self.current))
@@ -70,7 +70,7 @@ class ShardWriter:
 def stream_zero3_weights(model, is_rank0: bool, out_dir: str | None, max_shard_size: int) -> dict[str, Any]:
     """Collective over every rank: gather each parameter of `model` in turn; rank 0 writes the
     shards into `out_dir`. Returns {"dtype": str, "peak_param_bytes": int} (meaningful on rank 0)."""
-    import deepspeed
+    import deepspeed  # lazy: deepspeed, workers only (export imports this module in the driver)
 
     params = dict(model.named_parameters(remove_duplicate=False))
     buffers = dict(model.named_buffers())

@@ -12,10 +12,10 @@ from boom_ray.train.progress import (EXPORTED, FAILED, TRAINING, WAITING, BagPro
 
 def test_lines_show_state_step_loss_rate_and_eta_aligned():
     t0 = 1000.0
-    a = apply(BagProgress("bag20"), {"total": 100}, t0)
+    a = apply(BagProgress("bag20"), {"total_steps": 100}, t0)
     assert a.state == TRAINING  # a worker's first report: no longer waiting for resources
-    a = apply(a, {"step": 10, "loss": 2.5, "tok_s": 1234.4}, t0 + 1)
-    a = apply(a, {"step": 30, "loss": 1.25, "tok_s": 1500.0}, t0 + 21)  # 20 steps in 20 s
+    a = apply(a, {"step": 10, "loss": 2.5, "tokens_per_s": 1234.4}, t0 + 1)
+    a = apply(a, {"step": 30, "loss": 1.25, "tokens_per_s": 1500.0, "lr": 1e-4}, t0 + 21)  # 20 steps in 20 s
     assert eta_s(a, t0 + 21) == 70.0
     waiting = BagProgress("bag100")
     lines = render_lines([a, waiting], now=t0 + 21)
@@ -24,7 +24,8 @@ def test_lines_show_state_step_loss_rate_and_eta_aligned():
 
 
 def test_finished_bags_keep_their_state_and_lose_the_eta():
-    p = apply(BagProgress("bag20", state=TRAINING, step=5, total=10, first=(0.0, 0)), {"state": EXPORTED}, 5.0)
+    p = apply(BagProgress("bag20", state=TRAINING, metrics={"step": 5, "total_steps": 10}, first=(0.0, 0)),
+              {"state": EXPORTED}, 5.0)
     assert apply(p, {"step": 6}, 6.0).state == EXPORTED  # a late step report does not reopen it
     assert eta_s(p, 6.0) is None
     assert render_lines([p], 6.0) == ["bag20  exported   step 5/10"]
@@ -32,7 +33,7 @@ def test_finished_bags_keep_their_state_and_lose_the_eta():
 
 
 def test_a_restart_measures_the_rate_from_its_own_first_step():
-    p = apply(BagProgress("b"), {"step": 40, "total": 100}, 0.0)
+    p = apply(BagProgress("b"), {"step": 40, "total_steps": 100}, 0.0)
     p = apply(p, {"step": 50}, 10.0)
     p = apply(p, {"step": 20}, 100.0)  # restarted from an older checkpoint
     assert p.first == (100.0, 20) and eta_s(p, 100.0) is None
@@ -45,10 +46,10 @@ def _train_like(board_name: str, bag: str, steps: int) -> int:
     from boom_ray.train import progress
 
     progress.connect(board_name, bag)
-    progress.emit(f"[{bag}] 1,000 parameters", total=steps)
+    progress.emit(f"[{bag}] 1,000 parameters", total_steps=steps)
+    sink = progress.worker_sink(0)  # rank 0: the console and the log file
     for step in range(1, steps + 1):
-        progress.emit(f"[{bag}] step {step}/{steps} loss {1 / step:.4f}", step=step, total=steps,
-                      loss=1 / step, tok_s=100.0 * step)
+        sink.log({"step": step, "total_steps": steps, "loss": 1 / step, "tokens_per_s": 100.0 * step})
     progress.emit(f"[{bag}] resumed from step 2 (restart 1)", notice=True)
     progress.flush()
     return steps
@@ -73,7 +74,8 @@ def test_a_board_fed_by_a_ray_task_is_drawn_by_the_view(ray_session, tmp_path):
     assert len(lines) == 4  # bag100 did not change: not printed again
     log = (tmp_path / "logs" / "train-bag20.log").read_text().splitlines()
     assert [line.split(" ", 2)[2] for line in log][:3] == [
-        "[bag20] 1,000 parameters", "[bag20] step 1/4 loss 1.0000", "[bag20] step 2/4 loss 0.5000"]
+        "[bag20] 1,000 parameters", "[bag20] step 1/4 loss 1.0000 (100 tok/s in the loop)",
+        "[bag20] step 2/4 loss 0.5000 (200 tok/s in the loop)"]
     assert len(log) == 6 and not os.path.exists(tmp_path / "logs" / "train-bag100.log")
 
 

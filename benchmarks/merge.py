@@ -43,7 +43,11 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
+from safetensors.torch import save_file
 
+from boom_ray.merge.blocks import default_threads
+from merge_bench import agreement, markdown, run_set
 from merge_equality import equality, max_rel_diff
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,8 +102,6 @@ def qwen3_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
 def write_random_checkpoint(path: Path, seed: int, cfg: dict, shard_bytes: int = 10**9) -> int:
     """Random bf16 weights (std 0.02, norms around 1) in shards of at most `shard_bytes`, with an
     index and a Qwen3 config.json; generated in 16M-element pieces to keep memory low."""
-    from safetensors.torch import save_file
-
     path.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     shapes = qwen3_shapes(cfg)
@@ -142,8 +144,6 @@ def write_random_checkpoint(path: Path, seed: int, cfg: dict, shard_bytes: int =
 
 def model_set(name: str, method: str = "multislerp") -> tuple[list[Path], int, Path]:
     """The set's five checkpoints (generated once, kept), its output size and the merge YAML."""
-    import yaml
-
     work = OUT / "merge_sets" / name
     work.mkdir(parents=True, exist_ok=True)
     models = [work / f"bag{w}" for w in (20, 40, 60, 80, 100)]
@@ -166,8 +166,6 @@ def model_set(name: str, method: str = "multislerp") -> tuple[list[Path], int, P
 
 def timings(name: str, mergekit: Path | None, runs: int, mergekit_runs: int, budget: str, threads: int,
             method: str) -> dict:
-    from merge_bench import run_set
-
     models, out_bytes, ypath = model_set(name, method)
     work = OUT / "merge_sets" / name
     res = run_set(name, models, out_bytes, ypath, work, runs=runs, mergekit_runs=mergekit_runs, mergekit=mergekit,
@@ -181,10 +179,6 @@ def timings(name: str, mergekit: Path | None, runs: int, mergekit_runs: int, bud
 
 
 def main() -> None:
-    from merge_bench import agreement, markdown
-
-    from boom_ray.merge.blocks import default_threads
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", nargs="+", default=["small", "big"], choices=list(SETS))
     ap.add_argument("--runs", type=int, default=5, help="floor and boom-ray runs per set")

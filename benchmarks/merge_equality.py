@@ -20,10 +20,12 @@ import subprocess
 from pathlib import Path
 
 import torch
+import yaml
+from safetensors import safe_open
 
 
 def tiny_qwen3(path: Path, seed: int) -> None:
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM  # lazy: transformers, only to build the models
 
     torch.manual_seed(seed)
     cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
@@ -37,8 +39,6 @@ def tiny_qwen3(path: Path, seed: int) -> None:
 
 
 def _index(d: Path) -> dict[str, Path]:
-    from safetensors import safe_open
-
     idx = d / "model.safetensors.index.json"
     if idx.exists():
         return {k: d / v for k, v in json.loads(idx.read_text())["weight_map"].items()}
@@ -51,8 +51,6 @@ def _index(d: Path) -> dict[str, Path]:
 
 def _tensors(*dirs: Path):
     """(name, tensors of every dir) for each tensor, one tensor at a time."""
-    from safetensors import safe_open
-
     indexes = [_index(d) for d in dirs]
     if any(set(i) != set(indexes[0]) for i in indexes):
         raise RuntimeError(f"tensor names differ: {sorted(set(indexes[0]) ^ set(indexes[-1]))[:5]}")
@@ -155,8 +153,6 @@ RANDOM = {"dare_linear": {"density": 0.3}, "della_linear": {"density": 0.4, "eps
 
 
 def _run(mergekit: Path, boom: list[str], work: Path, case: str, cfg: dict) -> tuple[Path, Path]:
-    import yaml
-
     ypath = work / f"{case}.yaml"
     ypath.write_text(yaml.safe_dump(cfg | {"dtype": "float32"}))
     subprocess.run([str(mergekit), str(ypath), str(work / f"mk-{case}"), "--quiet"], check=True, capture_output=True)

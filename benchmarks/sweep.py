@@ -34,6 +34,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+from boom_ray.config import EvalConfig, MergeConfig, ModelConfig
+from boom_ray.eval.dev_sample import sample_suite
+from boom_ray.eval.embedding import ModelEncoder
+from boom_ray.eval.evaluate import evaluate_model, load_suites
+from boom_ray.eval.evaluators import evaluate_suite
+from boom_ray.eval.results import score, summarize
+from boom_ray.merge.in_memory import load_model_tensors, merge_in_memory, sweep_statistics
+from boom_ray.merge.methods import get_method
+from boom_ray.merge.request import MergeRequest, ModelInput
+from boom_ray.merge.task import merge
+from boom_ray.sweep.inputs import from_npz, to_npz
+from boom_ray.sweep.trial import load_weights, parameter_targets, resident_embedder
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "_out"
 SUITES = ROOT / "data" / "wordnet-sample" / "suites" / "dev"
@@ -48,9 +63,9 @@ QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
 
 def make_bags(name: str, root: Path) -> list[Path]:
     """Five bag exports of the set in the sentence-transformers format (built once, kept in _out)."""
-    import torch
+    import torch  # lazy: torch, only to build the bags once
 
-    from boom_ray.model.embedder import Embedder
+    from boom_ray.model.embedder import Embedder  # lazy: torch, transformers
 
     bags = [root / f"bag{i}" for i in range(5)]
     if all((b / "modules.json").is_file() for b in bags):
@@ -59,10 +74,8 @@ def make_bags(name: str, root: Path) -> list[Path]:
         embedder = Embedder.from_pretrained("builtin:all-MiniLM-L6-v2")
     else:
         sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_models import make_tiny_tokenizer
-        from transformers import Qwen3Config, Qwen3Model
-
-        from boom_ray.config import ModelConfig
+        from tiny_models import make_tiny_tokenizer  # lazy: transformers (tests/, on the path just now)
+        from transformers import Qwen3Config, Qwen3Model  # lazy: transformers
 
         tokenizer = make_tiny_tokenizer()
         config = Qwen3Config(**QWEN3_06B, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -79,33 +92,18 @@ def make_bags(name: str, root: Path) -> list[Path]:
 
 
 def weight_vectors(trials: int) -> list[list[float]]:
-    import numpy as np
-
     rng = np.random.default_rng(7)
     return [[round(float(w), 4) for w in rng.uniform(0.1, 1.0, 5)] for _ in range(trials)]
 
 
 def suites_of(name: str):
-    from boom_ray.eval.evaluate import load_suites
-    from boom_ray.eval.dev_sample import sample_suite
-
     spec = SETS[name]
     return [sample_suite(s, spec["fraction"]) for s in load_suites([SUITES / n for n in spec["suites"]])]
 
 
 def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) -> dict:
     """One path's trials in this process; returns per-trial timings and scores."""
-    import torch
-
-    from boom_ray.config import EvalConfig, MergeConfig
-    from boom_ray.eval.evaluate import evaluate_model
-    from boom_ray.eval.results import score
-    from boom_ray.merge.in_memory import load_model_tensors, merge_in_memory
-    from boom_ray.sweep.inputs import from_npz
-    from boom_ray.merge.methods import get_method
-    from boom_ray.merge.request import MergeRequest, ModelInput
-    from boom_ray.merge.task import merge
-    from boom_ray.sweep.trial import load_weights, parameter_targets, resident_embedder
+    import torch  # lazy: torch, in the worker processes only
 
     torch.set_num_threads(2)
     suites = suites_of(name)
@@ -124,8 +122,8 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
     for i, weights in enumerate([vectors[0], *vectors]):
         t0 = time.perf_counter()
         if path == "new":
-            params, model_params = method.validate(len(bags), False, {}, [{"weight": w} for w in weights])
-            merge_in_memory(method, tensors, None, params, model_params, stats, sink=load_weights(embedder),
+            settings = method.validate(len(bags), False, {}, [{"weight": w} for w in weights])
+            merge_in_memory(method, settings, tensors, None, stats, sink=load_weights(embedder),
                             targets=parameter_targets(embedder), threads=2)  # as a trial of trial_cpus 2
             t1 = time.perf_counter()
             results = evaluate_model(bags[0], suites, eval_cfg, embedder=embedder)
@@ -133,14 +131,9 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
             tmp = Path(tempfile.mkdtemp(prefix="boom-sweep-bench-", dir=OUT))
             request = MergeRequest("multislerp", [ModelInput(b, {"weight": w}) for b, w in zip(bags, weights)])
             merge(request, str(tmp / "model"), MergeConfig(memory_budget="1GB"), progress=False, statistics=stats)
-            from boom_ray.eval.embedding import ModelEncoder
-
             encoder = ModelEncoder(str(tmp / "model"), eval_cfg)
             encoder.local_model()  # the load counts as moving weights, not as scoring
             t1 = time.perf_counter()
-            from boom_ray.eval.evaluators import evaluate_suite
-            from boom_ray.eval.results import summarize
-
             results = summarize(str(tmp / "model"), [evaluate_suite(s, encoder) for s in suites])
             shutil.rmtree(tmp)
         t2 = time.perf_counter()
@@ -156,20 +149,15 @@ def worker(path: str, name: str, bags: list[str], vectors: list[list[float]]) ->
 def merge_only(name: str, bags: list[str], vectors: list[list[float]], threads: int | None) -> dict:
     """Only the new path's merge into the resident embedder, timed per weight vector (setup
     excluded): what a trial spends outside scoring, without the scoring noise."""
-    from boom_ray.merge.in_memory import load_model_tensors, merge_in_memory
-    from boom_ray.merge.methods import get_method
-    from boom_ray.sweep.inputs import from_npz
-    from boom_ray.sweep.trial import load_weights, parameter_targets, resident_embedder
-
     method = get_method("multislerp")
     stats = from_npz(statistics_file(name).read_bytes())
     tensors = [load_model_tensors(b) for b in bags]
     embedder = resident_embedder(bags[0])
     times = []
     for weights in vectors:
-        params, model_params = method.validate(len(bags), False, {}, [{"weight": w} for w in weights])
+        settings = method.validate(len(bags), False, {}, [{"weight": w} for w in weights])
         t0 = time.perf_counter()
-        merge_in_memory(method, tensors, None, params, model_params, stats, sink=load_weights(embedder),
+        merge_in_memory(method, settings, tensors, None, stats, sink=load_weights(embedder),
                         targets=parameter_targets(embedder), threads=threads)
         times.append(time.perf_counter() - t0)
     return {"set": name, "threads": threads, "merge_s": times, "median_s": statistics.median(times)}
@@ -193,15 +181,11 @@ def write_statistics(name: str, bags: list[Path]) -> None:
     """The sweep's statistics pass, once, for both paths: each trial then differs only in how its
     merge reaches the scorer (the written model and the resident one are then bit for bit equal,
     and so are their scores; the old path also skips its own statistics pass, which favours it)."""
-    from boom_ray.merge.in_memory import load_model_tensors, sweep_statistics
-    from boom_ray.merge.methods import get_method
-    from boom_ray.sweep.inputs import to_npz
-
     if statistics_file(name).is_file():
         return
     tensors = [load_model_tensors(str(b)) for b in bags]
-    stats = sweep_statistics(get_method("multislerp"), tensors, None, {"normalize_weights": True, "eps": 1e-8},
-                             [{"weight": 1.0}] * len(bags))
+    method = get_method("multislerp")
+    stats = sweep_statistics(method, method.validate(len(bags), False, {}, [{"weight": 1.0}] * len(bags)), tensors, None)
     statistics_file(name).write_bytes(to_npz(stats))
 
 

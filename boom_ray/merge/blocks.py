@@ -1,12 +1,11 @@
-"""Block-parallel work over flat tensor data, shared by the streaming executor (mapped windows) and
-the in-memory sweep merge (tensors held in memory).
+"""Block-parallel work over flat tensor data: the worker threads and scratch that merge/driver.py
+runs every statistics and combine step on, whichever merge drives it.
 
 A span of elements is cut on block boundaries into one slice per worker thread; every worker
-converts its blocks to float32 in its own cache-sized scratch and runs the method's statistics or
-combine on them, or, for weighted sums of bfloat16 models, hands the stored rows to a fused kernel
-(`fused_combine`, `fused_statistics`). numpy and the kernels release the GIL, so the workers use
-every core. Blocks never depend on the number of threads, and per-block results come back in
-block order, so what a merge computes does not depend on it either.
+converts its blocks to float32 in its own cache-sized scratch and runs the given work on them
+(or hands the stored rows as they are to a fused kernel). numpy and the kernels release the GIL,
+so the workers use every core. Blocks never depend on the number of threads, and per-block
+results come back in block order, so what a merge computes does not depend on it either.
 """
 
 from __future__ import annotations
@@ -14,11 +13,17 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 
 from boom_ray.merge.io import rows_to_float32
+
+Rows = Union[np.ndarray, list[np.ndarray]]
+"""A block's model rows: float32 scratch, (n, m), or the stored rows as they are (a list of
+slices, for the fused kernels)."""
+BlockWork = Callable[[int, Rows, "np.ndarray | None", int], "np.ndarray | None"]
+"""`work(start in the span, model rows, base row or None, worker index)`: a block's result."""
 
 
 def block_slices(count: int, block: int, parts: int) -> list[tuple[int, int]]:
@@ -53,20 +58,18 @@ def worker_pool(threads: int) -> Iterator[ThreadPoolExecutor | None]:
 
 
 class BlockScratch:
-    """Per worker: float32 rows of one block, a float32 result row, a uint32 row (bfloat16
-    rounding) and a staging row of `out_size` bytes per element (the result in the output dtype,
-    to be written; 0 where nothing is staged), allocated once per merge so no block allocates."""
+    """Per worker: float32 rows of one block, a float32 result row and a uint32 row (bfloat16
+    rounding), allocated once per merge so no block allocates."""
 
-    def __init__(self, threads: int, rows: int, block: int, out_size: int = 0) -> None:
+    def __init__(self, threads: int, rows: int, block: int) -> None:
         self.rows = rows
         self.xs = [np.empty(rows * block, dtype=np.float32) for _ in range(threads)]
         self.res = [np.empty(block, dtype=np.float32) for _ in range(threads)]
         self.bits = [np.empty(block, dtype=np.uint32) for _ in range(threads)]
-        self.store = [np.empty(out_size * block, dtype=np.uint8) for _ in range(threads)]
 
 
 def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratch: BlockScratch,
-              workers: ThreadPoolExecutor | None, work: Callable[..., Any], reduce: bool = False,
+              workers: ThreadPoolExecutor | None, work: BlockWork, reduce: bool = False,
               widen: bool = True) -> list:
     """`work(start, xs, base, worker)` on every block of `block` elements of the flat arrays `raws`
     (one per input, storage of safetensors `dtype`; the first `n` are models, a further one the
@@ -104,35 +107,17 @@ def on_blocks(raws: Sequence[np.ndarray], dtype: str, n: int, block: int, scratc
     return [r for part in parts for r in part]
 
 
-FusedCombine = Callable[[list, np.ndarray, "np.ndarray | None"], np.ndarray]
-_NO_OUTPUT = np.empty(0, dtype=np.uint16)
+class Workers:
+    """The worker threads of one merge and their block scratch: `run` is `on_blocks` with the
+    scratch grown (once per size) to the largest block met, or sized up front by `block`."""
 
+    def __init__(self, pool: ThreadPoolExecutor | None, threads: int, rows: int, block: int = 0) -> None:
+        self.pool, self.threads, self.rows = pool, threads, rows
+        self.scratch = BlockScratch(threads, rows, block)
 
-def fused_combine(method: Any, state: Any, dtype: str, has_base: bool) -> FusedCombine | None:
-    """For bfloat16 inputs whose merge is a weighted sum of the models (`Method.weighted_sum`):
-    `run(raw rows, res, out)`, which puts the block's float32 result in `res` and, when `out`
-    (uint16 storage) is given, its bfloat16 rounding there, in one pass (`kernels`). None where
-    the tensor takes the numpy path (`on_blocks` with `widen`)."""
-    coef = method.weighted_sum(state, has_base) if dtype == "BF16" else None
-    if coef is None:
-        return None
-    from boom_ray.merge import kernels
-
-    coef = np.ascontiguousarray(coef, dtype=np.float32)
-
-    def run(raws: list, res: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        kernels.weighted_sum_bf16(tuple(raws), coef, res, _NO_OUTPUT if out is None else out, out is not None)
-        return res
-
-    return run
-
-
-def fused_statistics(method: Any, state: Any, pass_index: int, dtype: str,
-                     has_base: bool) -> Callable[[list], np.ndarray] | None:
-    """For bfloat16 inputs whose pass is the Gram matrix of the models (`Method.gram_statistics`):
-    the block's Gram matrix from the raw rows in one pass (`kernels`); None otherwise."""
-    if dtype != "BF16" or not method.gram_statistics(state, pass_index, has_base):
-        return None
-    from boom_ray.merge import kernels
-
-    return lambda raws: kernels.gram_bf16(tuple(raws))
+    def run(self, raws: Sequence[np.ndarray], dtype: str, n: int, block: int, work: BlockWork,
+            reduce: bool = False, widen: bool = True) -> list:
+        need = min(block, raws[0].size)
+        if need > self.scratch.res[0].size:
+            self.scratch = BlockScratch(self.threads, self.rows, need)
+        return on_blocks(raws, dtype, n, block, self.scratch, self.pool, work, reduce, widen)

@@ -16,6 +16,9 @@ float32, a few flops per element, and writing the output (pwrite of each rounded
 ext4, stores through a mapped output cost a journalled write fault per fresh page, 10x the
 pwrite). Each window is cut into one block-aligned slice per worker thread and every worker does
 all three for its slice, so the whole merge uses every core.
+
+The passes themselves are merge/driver.py's, as for the in-memory sweep merge: this module is
+the disk's side of them, a `Source` of mapped windows and an `Output` into the output shards.
 """
 
 from __future__ import annotations
@@ -23,17 +26,18 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from boom_ray.errors import BoomError
-from boom_ray.merge.blocks import BlockScratch, default_threads, fused_combine, fused_statistics, on_blocks, worker_pool
+from boom_ray.merge import driver
+from boom_ray.merge.blocks import Workers, default_threads, worker_pool
 from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, STORAGE, OutTensor, ShardedWriter, TensorLoc,
-                               TensorReader, Window, from_float32, index_model, itemsize)
-from boom_ray.merge.methods import Method, TensorState, new_state
+                               TensorReader, Window, index_model, itemsize)
+from boom_ray.merge.methods import Method, Settings, TensorState
 from boom_ray.merge.methods.params import layer_positions
 
 
@@ -64,9 +68,8 @@ class LocalInputs:
     method: Method
     paths: list[str]
     base: str | None
-    params: dict[str, Any]
-    model_params: list[dict[str, Any]]
-    """Settings as `Method.validate` returns them (gradients and filters resolved per tensor)."""
+    settings: Settings
+    """As `Method.validate` returns them (gradients and filters resolved per tensor)."""
     dtype: str | None  # safetensors dtype name of the output's float tensors, None = as input
 
 
@@ -146,15 +149,14 @@ class StreamingMerge:
         self.largest = max(loc.numel for loc in self.ref.values())
         positions = layer_positions(self.ref)
         # every tensor's parameters, resolved before any tensor is read (errors surface up front)
-        self.resolved = {name: self.method.resolve(inputs.params, inputs.model_params, name, positions[name])
+        self.resolved = {name: self.method.resolve(inputs.settings, name, positions[name])
                          for name, loc in self.ref.items() if loc.dtype in FLOAT_DTYPES}
 
     def out_dtype(self, loc: TensorLoc) -> str:
         return self.inputs.dtype if self.inputs.dtype and loc.dtype in FLOAT_DTYPES else loc.dtype
 
     def state(self, loc: TensorLoc) -> TensorState:
-        params, model_params = self.resolved[loc.name]
-        return new_state(self.method, params, model_params, loc.numel, loc.shape, loc.name)
+        return self.method.new_state(self.resolved[loc.name], loc.numel, loc.shape, loc.name)
 
     def total_read_bytes(self) -> int:
         total = 0
@@ -174,8 +176,8 @@ class StreamingMerge:
         bar = tqdm(total=self.total_read_bytes(), unit="B", unit_scale=True, unit_divisor=1024,
                    desc=f"merge ({self.method.name})", disable=not self.progress, mininterval=1.0)
         try:
-            with worker_pool(self.plan.threads) as workers, TensorReader() as reader, threadpool_limits(1):
-                run = _Run(self, reader, writer, bar, workers)
+            with worker_pool(self.plan.threads) as pool, TensorReader() as reader, threadpool_limits(1):
+                run = _Run(self, reader, writer, bar, pool)
                 names = list(self.ref)
                 for k, (name, loc) in enumerate(self.ref.items()):
                     locs = [index[name] for index in self.indexes]
@@ -197,13 +199,16 @@ class StreamingMerge:
 
 
 class _Run:
-    """The moving parts of one `StreamingMerge.run`: reader, writer, scratch and worker threads."""
+    """The moving parts of one `StreamingMerge.run`: reader, writer, worker threads and their
+    scratch, and per worker a staging row for results in the output dtype."""
 
     def __init__(self, job: StreamingMerge, reader: TensorReader, writer: ShardedWriter, bar: tqdm,
-                 workers: ThreadPoolExecutor | None) -> None:
+                 pool: ThreadPoolExecutor | None) -> None:
         self.job, self.method, self.plan = job, job.method, job.plan
-        self.reader, self.writer, self.bar, self.workers = reader, writer, bar, workers
-        self.scratch = BlockScratch(self.plan.threads, job.rows, min(self.plan.block, job.largest), job.out_size)
+        self.reader, self.writer, self.bar = reader, writer, bar
+        block = min(self.plan.block, job.largest)
+        self.workers = Workers(pool, self.plan.threads, job.rows, block)
+        self.staging = [np.empty(job.out_size * block, dtype=np.uint8) for _ in range(self.plan.threads)]
 
     def copy_tensor(self, loc: TensorLoc) -> None:
         for first in range(0, loc.numel, self.plan.chunk):
@@ -215,104 +220,87 @@ class _Run:
                 window.close()
             self.bar.update(count * loc.itemsize)
 
-    def windows(self, locs: list[TensorLoc], chunk: int) -> Iterator[tuple[int, list[Window]]]:
-        """(first element, one mapped window per input) for each chunk of a tensor, unmapped after
-        use; the next chunk's read is announced to the kernel first."""
-        numel = locs[0].numel
-        for first in range(0, numel, chunk):
-            count = min(chunk, numel - first)
+    def merge_tensor(self, locs: list[TensorLoc]) -> None:
+        job, loc = self.job, locs[0]
+        state = job.state(loc)
+        block, chunk = self.plan.block, self.plan.chunk
+        align = self.method.alignment(state)
+        if align > 1:  # whole rows per block and per chunk
+            if align > block:
+                raise MergeError(f"{self.method.name} needs whole rows of {loc.name!r} ({align} elements) in one "
+                                 f"block of at most {block}; raise merge.memory_budget")
+            block -= block % align
+            chunk -= chunk % block
+        output = _OutputTensor(self.writer, loc.name, self.staging, self.method.name)
+        with _MappedTensor(self.reader, locs, job.n, chunk, self.bar) as source:
+            driver.merge_tensor(self.method, state, source, output, self.workers, block, job.statistics.get(loc.name))
+        self.writer.count(loc.name, loc.numel * itemsize(output.dtype))
+
+
+class _MappedTensor:
+    """A driver `Source`: one tensor's windows of `chunk` elements, mapped from every input's file
+    and unmapped after use, the next one announced to the kernel first. A tensor that fits one
+    window is mapped once, on the first pass, and serves every pass until `close`."""
+
+    def __init__(self, reader: TensorReader, locs: list[TensorLoc], n: int, chunk: int, bar: tqdm) -> None:
+        self.reader, self.locs, self.n, self.chunk, self.bar = reader, locs, n, chunk, bar
+        self.dtype, self.numel = locs[0].dtype, locs[0].numel
+        self._held: list[Window] | None = None
+
+    def _map(self, first: int, count: int) -> list[Window]:
+        wins = [self.reader.map(loc, first, count) for loc in self.locs]
+        self.bar.update(count * self.locs[0].itemsize * len(self.locs))
+        return wins
+
+    def windows(self) -> Iterator[driver.WindowRows]:
+        if self.numel <= self.chunk:
+            if self._held is None and self.numel:
+                self._held = self._map(0, self.numel)
+            if self._held is not None:
+                yield 0, [w.data for w in self._held]
+            return
+        for first in range(0, self.numel, self.chunk):
+            count = min(self.chunk, self.numel - first)
             nxt = first + count
-            if nxt < numel:
-                for loc in locs:
-                    self.reader.prefetch(loc, nxt, min(count, numel - nxt))
-            wins = [self.reader.map(loc, first, count) for loc in locs]
+            if nxt < self.numel:
+                for loc in self.locs:
+                    self.reader.prefetch(loc, nxt, min(count, self.numel - nxt))
+            wins = self._map(first, count)
             try:
-                self.bar.update(count * locs[0].itemsize * len(locs))
-                yield first, wins
+                yield first, [w.data for w in wins]
             finally:
                 for w in wins:
                     w.close()
 
-    def on_blocks(self, wins: list[Window], block: int, work: Callable[..., Any], reduce: bool = False,
-                  widen: bool = True) -> list:
-        """`blocks.on_blocks` over the mapped windows (one slice per worker thread)."""
-        return on_blocks([w.data for w in wins], wins[0].dtype, self.job.n, block, self.scratch, self.workers,
-                         work, reduce, widen)
+    def __enter__(self) -> "_MappedTensor":
+        return self
 
-    def merge_tensor(self, locs: list[TensorLoc]) -> None:
-        job, method, loc = self.job, self.method, locs[0]
-        state = job.state(loc)
-        cached = job.statistics.get(loc.name)
-        if cached is not None and state.passes:
-            for p, total in enumerate(cached):
-                method.finish(state, p, total)
-            state.passes = 0
-        block, chunk = self.plan.block, self.plan.chunk
-        align = method.alignment(state)
-        if align > 1:  # whole rows per block and per chunk
-            if align > block:
-                raise MergeError(f"{method.name} needs whole rows of {loc.name!r} ({align} elements) in one block "
-                                 f"of at most {block}; raise merge.memory_budget")
-            block -= block % align
-            chunk -= chunk % block
-        if loc.numel <= chunk:  # one window serves every pass
-            for _, wins in self.windows(locs, chunk):
-                for p in range(state.passes):
-                    method.finish(state, p, self._statistics(state, p, 0, wins, block))
-                self._combine(state, loc, 0, wins, block)
-            return
-        for p in range(state.passes):
-            total = None
-            for first, wins in self.windows(locs, chunk):
-                part = self._statistics(state, p, first, wins, block)
-                total = part if total is None else total + part
-            method.finish(state, p, total)
-        for first, wins in self.windows(locs, chunk):
-            self._combine(state, loc, first, wins, block)
+    def __exit__(self, *exc: object) -> None:
+        for w in self._held or []:
+            w.close()
+        self._held = None
 
-    def _statistics(self, state: TensorState, p: int, first: int, wins: list[Window], block: int) -> np.ndarray:
-        fused = fused_statistics(self.method, state, p, wins[0].dtype, len(wins) > self.job.n)
-        if fused is not None:
-            stats = self.on_blocks(wins, block, lambda a, xs, base, k: fused(xs), widen=False)
-        else:
-            stats = self.on_blocks(wins, block,
-                                   lambda a, xs, base, k: self.method.statistics(state, p, xs, base, first + a), True)
-        total = stats[0]
-        for s in stats[1:]:
-            total = total + s
-        return total
 
-    def _combine(self, state: TensorState, loc: TensorLoc, first: int, wins: list[Window], block: int) -> None:
-        """Output elements [first, first + window length): each worker rounds its blocks into its own
-        staging row and writes them in place (`ShardedWriter.pwrite`)."""
-        method, writer = self.method, self.writer
-        out_dtype = writer.dtype(loc.name)
-        size = itemsize(out_dtype)
-        fused = fused_combine(method, state, wins[0].dtype, len(wins) > self.job.n)
+class _OutputTensor:
+    """A driver `Output` into one tensor of the output shards: each worker's blocks are rounded
+    into its own staging row and written in place (`ShardedWriter.pwrite`), after the checks."""
 
-        def combine(a: int, xs: np.ndarray | list, base: np.ndarray | None, k: int) -> None:
-            m = len(xs[0])
-            staged = self.scratch.store[k][: m * size].view(STORAGE[out_dtype]) if out_dtype != "F32" else None
-            if fused is not None:  # bfloat16 outputs are rounded into the staging row by the kernel
-                merged = fused(xs, self.scratch.res[k][:m], staged if out_dtype == "BF16" else None)
-            else:
-                merged = method.combine(state, xs, base, self.scratch.res[k][:m], first + a)
-            if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
-                bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + first + a
-                raise NonFiniteError(f"merged tensor {loc.name!r} has NaN or Inf values (first at flat index "
-                                     f"{bad}; method {method.name}); check the inputs and weights")
-            if out_dtype == "F32":
-                part = merged
-            else:
-                part = staged
-                if fused is None or out_dtype != "BF16":
-                    from_float32(merged, out_dtype, part, self.scratch.bits[k][:m])
-                if out_dtype == "F16" and not bool(np.isfinite(part).all()):
-                    raise NonFiniteError(f"merged tensor {loc.name!r} overflows float16; use bfloat16 or float32")
-            writer.pwrite(loc.name, (first + a) * size, part)
+    def __init__(self, writer: ShardedWriter, name: str, staging: list[np.ndarray], method: str) -> None:
+        self.writer, self.name, self.staging, self.method = writer, name, staging, method
+        self.dtype = writer.dtype(name)
+        self.size = itemsize(self.dtype)
 
-        self.on_blocks(wins, block, combine, widen=fused is None)
-        writer.count(loc.name, wins[0].data.size * size)
+    def target(self, worker: int, start: int, count: int) -> np.ndarray:
+        return self.staging[worker][: count * self.size].view(STORAGE[self.dtype])
+
+    def put(self, worker: int, start: int, merged: np.ndarray, stored: np.ndarray) -> None:
+        if not math.isfinite(float(merged.sum())) and not bool(np.isfinite(merged).all()):
+            bad = int(np.flatnonzero(~np.isfinite(merged))[0]) + start
+            raise NonFiniteError(f"merged tensor {self.name!r} has NaN or Inf values (first at flat index "
+                                 f"{bad}; method {self.method}); check the inputs and weights")
+        if self.dtype == "F16" and not bool(np.isfinite(stored).all()):
+            raise NonFiniteError(f"merged tensor {self.name!r} overflows float16; use bfloat16 or float32")
+        self.writer.pwrite(self.name, start * self.size, stored)
 
 
 def human_bytes(n: float) -> str:

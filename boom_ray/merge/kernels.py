@@ -11,8 +11,8 @@ They compute what the numpy path computes, in another order: the weighted sum ad
 c_0 x_0 + c_1 x_1 + ... per element in float32 (the numpy path takes BLAS's dot), the Gram matrix
 sums float32 products over 256 elements, then those sums in float64. Both paths are
 deterministic and independent of the thread count; which one a tensor takes depends only on its
-method, base and stored dtype (`blocks.fused_work`), so the streaming merge and the in-memory
-sweep merge of the same inputs agree bit for bit.
+method, base and stored dtype (`driver.fused_combine`, `driver.fused_gram`), so the streaming
+merge and the in-memory sweep merge of the same inputs agree bit for bit.
 
 Compiled on first use (numba caches the machine code beside this file, so later processes load
 it in a fraction of a second); importing this module imports numba, so callers import it only

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from boom_ray.runtime import storage
 from boom_ray.config import ConfigError, RunConfig
 from boom_ray.merge.executor import human_bytes
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import (MANIFEST, MergeRequest, ModelInput,
                                     manifest_key_for, request_key)
 from boom_ray.merge.task import MergeOutputExists, submit_merge
+from boom_ray.runtime import storage
+from boom_ray.runtime.ray_session import init_ray
 
 
 def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
     """bag name -> (exported model directory, default weight: the ratio, or for task / cluster
-    bags the share of the corpus rows, see `data.bags.run_bags`)."""
-    from boom_ray.corpus.bags import run_bags
+    bags the share of the corpus rows, see `corpus.bags.run_bags`)."""
+    # (not at the top: `boom merge` of a mergekit YAML has no bags, and its merge's peak RSS would grow)
+    from boom_ray.corpus.bags import run_bags  # lazy: pyarrow.parquet, pyarrow.compute (13 MiB RSS)
 
     return {name: (storage.join(cfg.workdir, "models", name), w) for name, w in run_bags(cfg).items()}
 
@@ -64,8 +66,6 @@ def is_done(out: str, request: MergeRequest) -> bool:
 def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
     """Merge the run's bags as its merge section says, one Ray task per merge (concurrently, as
     resources allow). Returns one manifest per merge (the existing one for skipped merges)."""
-    from boom_ray.runtime.ray_session import init_ray
-
     requests = run_requests(cfg)
     todo, results = [], {}
     for out, request in requests:
@@ -82,7 +82,7 @@ def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
             print(f"{out}: stale (its inputs or settings changed), merging again")
         todo.append((out, request))
     if todo:
-        import ray
+        import ray  # lazy: ray, only when something is left to merge
 
         init_ray(cfg.ray)
         refs = [submit_merge(request, out, cfg.merge, force=True) for out, request in todo]

@@ -17,6 +17,7 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
 
 from boom_ray.runtime import storage
@@ -49,7 +50,7 @@ def _localize(uri: str, stack: contextlib.ExitStack, cache: dict[str, str]) -> s
 
 
 def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, force: bool = False,
-          progress: bool = True, statistics: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+          progress: bool = True, statistics: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
     """Merge as `request` says into `out`; returns the manifest written there (`boom_merge.json`).
 
     Everything that can be checked is checked before any tensor is read: method parameters, the
@@ -58,8 +59,8 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
     cfg = cfg or MergeConfig()
     began = time.perf_counter()
     method = get_method(request.method)
-    params, model_params = method.validate(len(request.models), request.base_model is not None,
-                                           request.parameters, [m.parameters for m in request.models])
+    settings = method.validate(len(request.models), request.base_model is not None,
+                               request.parameters, [m.parameters for m in request.models])
     dtype = output_dtype_name(request.dtype)
     out_fs, out_path = storage.resolve(out)
     if storage.exists(out_fs, out_path) and not force:
@@ -69,7 +70,7 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
         paths = [_localize(m.path, stack, cache) for m in request.models]
         base = _localize(request.base_model, stack, cache) if request.base_model else None
         files_from = _localize(request.files_source(), stack, cache)
-        job = StreamingMerge(LocalInputs(method, paths, base, params, model_params, dtype),
+        job = StreamingMerge(LocalInputs(method, paths, base, settings, dtype),
                              cfg.memory_budget, cfg.max_shard_size, progress=progress,
                              threads=cfg.threads, statistics=statistics)
         fingerprints = {uri: fingerprint(local) for uri, local in cache.items()}
@@ -88,7 +89,7 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
 
 @functools.cache
 def _remote_merge():
-    import ray
+    import ray  # lazy: ray, kept off `boom merge`'s local path
 
     return ray.remote(merge)
 

@@ -20,7 +20,7 @@ import numpy as np
 from boom_ray.runtime import storage
 from boom_ray.config import RunConfig
 from boom_ray.merge.in_memory import StoredTensor, load_model_tensors, sweep_statistics
-from boom_ray.merge.methods import get_method
+from boom_ray.merge.methods import Settings, get_method
 from boom_ray.sweep.space import merge_request
 
 STATISTICS = "statistics"
@@ -39,11 +39,10 @@ def load_tensors(path: str) -> dict[str, StoredTensor]:
     return load_model_tensors(storage.local_dir(path))
 
 
-def method_statistics(method_name: str, params: dict[str, Any], model_params: list[dict[str, Any]],
-                      base: dict[str, StoredTensor] | None, *models: dict[str, StoredTensor]
-                      ) -> dict[str, list[np.ndarray]]:
+def method_statistics(method_name: str, settings: Settings, base: dict[str, StoredTensor] | None,
+                      *models: dict[str, StoredTensor]) -> dict[str, list[np.ndarray]]:
     """The cached statistics of one method (models last, so Ray resolves each ref argument)."""
-    return sweep_statistics(get_method(method_name), list(models), base, params, model_params)
+    return sweep_statistics(get_method(method_name), settings, list(models), base)
 
 
 def to_npz(stats: dict[str, list[np.ndarray]]) -> bytes:
@@ -63,7 +62,7 @@ def from_npz(data: bytes) -> dict[str, list[np.ndarray]]:
 def prepare_inputs(cfg: RunConfig, experiment: str, bags: list[str], cpus: float) -> SweepInputs:
     """Load every model the sweep's methods read into the object store and gather the cached
     statistics (from `<experiment>/statistics/` or computed now and written there)."""
-    import ray
+    import ray  # lazy: ray
 
     load = ray.remote(load_tensors).options(num_cpus=cpus)
     compute = ray.remote(method_statistics).options(num_cpus=cpus)
@@ -84,9 +83,9 @@ def prepare_inputs(cfg: RunConfig, experiment: str, bags: list[str], cpus: float
             with fs.open_input_stream(saved) as f:
                 inputs.statistics[method_name] = ray.put(from_npz(f.read()))
             continue
-        params, model_params = method.validate(len(request.models), request.base_model is not None,
-                                               request.parameters, [m.parameters for m in request.models])
-        ref = compute.remote(method_name, params, model_params,
+        settings = method.validate(len(request.models), request.base_model is not None,
+                                   request.parameters, [m.parameters for m in request.models])
+        ref = compute.remote(method_name, settings,
                              inputs.models[request.base_model] if request.base_model else None,
                              *[inputs.models[m.path] for m in request.models])
         storage.write_bytes(fs, saved, to_npz(ray.get(ref)))

@@ -32,10 +32,14 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from boom_ray.config import RunConfig
+from boom_ray.eval.evaluate import load_suites
+from boom_ray.merge.stage import bag_dirs
+from boom_ray.merge.task import merge
 from boom_ray.runtime import storage
 from boom_ray.runtime.cluster import check_bundle_fits
-from boom_ray.config import RunConfig
-from boom_ray.merge.stage import bag_dirs
+from boom_ray.runtime.ray_session import init_ray, joins_cluster
+from boom_ray.sweep.inputs import prepare_inputs
 from boom_ray.sweep.space import (BEST, METRIC, SWEEP_JSON, TRIAL_MODEL, SweepError, check_methods, format_trials,
                                   merge_request, search_space, searcher, sweep_key, trial_resources)
 from boom_ray.sweep.trial import FULL, make_trainable
@@ -64,8 +68,6 @@ def _trial_rows(result_grid, bags: list[str], experiment: str, keep_models: bool
 def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict[str, Any],
                statistics: dict | None) -> str:
     """Put the best model at `<sweep_root>/best/` (temp + rename) with sweep.json; returns its URI."""
-    from boom_ray.merge.task import merge
-
     fs, root = storage.resolve(sweep_root)
     final = storage.join(root, BEST)
     current = storage.read_json_or_none(fs, storage.join(final, SWEEP_JSON))
@@ -87,7 +89,7 @@ def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict
 def _scheduler(cfg: RunConfig):
     if cfg.sweep.scheduler != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler  # lazy: ray
 
     # two rungs: the sample score (iteration 1) and the full score (iteration 2)
     return ASHAScheduler(time_attr="training_iteration", max_t=2, grace_period=1,
@@ -97,12 +99,8 @@ def _scheduler(cfg: RunConfig):
 def run_sweep(cfg: RunConfig) -> dict[str, Any]:
     """Run (or resume) the sweep of `cfg`; returns a summary: experiment, objective, mode, best
     (trial, method, weights, score, model), trials (one dict per trial)."""
-    import ray
-    from ray import tune
-
-    from boom_ray.eval.evaluate import load_suites
-    from boom_ray.runtime.ray_session import init_ray, joins_cluster
-    from boom_ray.sweep.inputs import prepare_inputs
+    import ray  # lazy: ray
+    from ray import tune  # lazy: ray
 
     if not cfg.eval.dev_suites:
         raise SweepError("eval.dev_suites is empty: the sweep scores each merge on dev suites; list at least one")

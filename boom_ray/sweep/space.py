@@ -7,14 +7,15 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray.runtime import storage
 from boom_ray.config import MergeSpec, RunConfig
 from boom_ray.errors import BoomError
-from boom_ray.merge.stage import run_requests
 from boom_ray.merge.executor import check_inputs
 from boom_ray.merge.io import index_model
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import MergeRequest, fingerprint
+from boom_ray.merge.stage import run_requests
+from boom_ray.model.settings import resolve_model_path
+from boom_ray.runtime import storage
 
 METRIC = "score"
 BEST = "best"
@@ -43,8 +44,6 @@ def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> Mer
     template = next((m for m in cfg.merge.merges if m.method == method), None)
     base = template.base_model if template else None
     if base is None and get_method(method).base == "required":
-        from boom_ray.model.settings import resolve_model_path
-
         base = resolve_model_path(cfg.model.name_or_path)
     spec = MergeSpec(name="sweep-trial", method=method, weights=weights, base_model=base,
                      parameters=dict(template.parameters) if template else {},
@@ -93,7 +92,7 @@ def default_grid(cfg: RunConfig) -> list[float]:
 
 def search_space(cfg: RunConfig, bags: list[str]) -> dict[str, Any]:
     """Tune param space: {"method": ..., "weights": {bag: ...}} as `sweep.search` asks."""
-    from ray import tune
+    from ray import tune  # lazy: ray
 
     sweep, methods = cfg.sweep, list(cfg.sweep.methods)
     lo, hi = sweep.weight_range
@@ -119,17 +118,17 @@ def searcher(cfg: RunConfig):
         return None
     try:
         if sweep.search == "optuna":
-            from ray.tune.search.optuna import OptunaSearch as Search
-            import optuna  # noqa: F401
+            from ray.tune.search.optuna import OptunaSearch as Search  # lazy: ray
+            import optuna  # noqa: F401  # lazy: optuna, optional
         else:
-            from ray.tune.search.hyperopt import HyperOptSearch as Search
-            import hyperopt  # noqa: F401
+            from ray.tune.search.hyperopt import HyperOptSearch as Search  # lazy: ray
+            import hyperopt  # noqa: F401  # lazy: hyperopt, optional
     except ImportError:
         raise SweepError(f"sweep.search={sweep.search} needs the {sweep.search} package "
                          f"(pip install {sweep.search}); or use search: random / grid") from None
     alg = Search(metric=METRIC, mode=sweep.mode)
     if sweep.max_concurrent:
-        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search import ConcurrencyLimiter  # lazy: ray
 
         alg = ConcurrencyLimiter(alg, max_concurrent=sweep.max_concurrent)
     return alg

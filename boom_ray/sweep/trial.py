@@ -12,10 +12,16 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from boom_ray.runtime import storage
+import numpy as np
+
 from boom_ray.config import RunConfig
+from boom_ray.eval.dev_sample import sample_suite
+from boom_ray.eval.evaluate import evaluate_model, load_suites
+from boom_ray.eval.results import score
 from boom_ray.merge.in_memory import merge_in_memory
 from boom_ray.merge.methods import get_method
+from boom_ray.merge.task import merge
+from boom_ray.runtime import storage
 from boom_ray.sweep.inputs import SweepInputs
 from boom_ray.sweep.space import METRIC, TRIAL_MODEL, merge_request
 
@@ -27,7 +33,7 @@ _SUITES: dict[str, Any] = {}
 def resident_embedder(path: str):
     """The trial process's embedder for models shaped like `path` (loaded once per process)."""
     if path not in _RESIDENT:
-        from boom_ray.model.embedder import Embedder
+        from boom_ray.model.embedder import Embedder  # lazy: torch, transformers
 
         _RESIDENT.clear()  # at most one model resident per process
         _RESIDENT[path] = Embedder.from_pretrained(path)
@@ -44,7 +50,7 @@ def _parameter(params: dict, name: str):
 def load_weights(embedder):
     """A sink for merge_in_memory that copies each merged tensor into the embedder's parameter of
     that name (and drops it), so one merged tensor at a time is in memory."""
-    import torch
+    import torch  # lazy: torch, only inside a trial
 
     params = embedder.model.state_dict()
 
@@ -61,8 +67,7 @@ def parameter_targets(embedder):
     safetensors dtype, so merged blocks land in the resident model directly (no merged float32
     tensor, no second copy). None for parameters numpy cannot alias (off the CPU, not
     contiguous): those go through `load_weights`."""
-    import numpy as np
-    import torch
+    import torch  # lazy: torch, only inside a trial
 
     params = embedder.model.state_dict()
     views = {torch.float32: (None, "F32"), torch.float16: (None, "F16"), torch.bfloat16: (torch.int16, "BF16")}
@@ -82,9 +87,6 @@ def parameter_targets(embedder):
 
 def dev_suites(cfg: RunConfig, stage: str):
     """The dev suites, loaded once per process; sampled for the first ASHA rung."""
-    from boom_ray.eval.evaluate import load_suites
-    from boom_ray.eval.dev_sample import sample_suite
-
     if stage not in _SUITES:
         full = _SUITES.setdefault(FULL, load_suites(cfg.eval.dev_suites))
         _SUITES[SAMPLE] = [sample_suite(s, cfg.sweep.sample_fraction, seed=cfg.bagging.seed) for s in full]
@@ -99,31 +101,26 @@ def make_trainable(cfg: RunConfig, experiment_uri: str):
     trial_eval = cfg.eval.model_copy(update={"ray_min_texts": 1 << 62})
 
     def sweep_trial(config: dict[str, Any], inputs: SweepInputs) -> None:
-        import ray
-        import torch
-        from ray import tune
-
-        from boom_ray.eval.evaluate import evaluate_model
-        from boom_ray.eval.results import score
+        import ray  # lazy: ray
+        import torch  # lazy: torch
+        from ray import tune  # lazy: ray
 
         torch.set_num_threads(max(1, int(cfg.sweep.trial_cpus)))
         weights = {b: float(w) for b, w in config["weights"].items()}
         method_name = config["method"]
         request = merge_request(cfg, method_name, weights)
         method = get_method(method_name)
-        params, model_params = method.validate(len(request.models), request.base_model is not None,
-                                               request.parameters, [m.parameters for m in request.models])
+        settings = method.validate(len(request.models), request.base_model is not None,
+                                   request.parameters, [m.parameters for m in request.models])
         models = [ray.get(inputs.models[m.path]) for m in request.models]
         base = ray.get(inputs.models[request.base_model]) if request.base_model else None
         stats_ref = inputs.statistics.get(method_name)
         statistics = ray.get(stats_ref) if stats_ref is not None else None
         embedder = resident_embedder(request.models[0].path)
-        merge_in_memory(method, models, base, params, model_params, statistics, sink=load_weights(embedder),
+        merge_in_memory(method, settings, models, base, statistics, sink=load_weights(embedder),
                         targets=parameter_targets(embedder), threads=max(1, int(cfg.sweep.trial_cpus)))
         report = {"method": method_name, **{f"weight/{b}": w for b, w in weights.items()}}
         if cfg.sweep.keep_trial_models:  # written by the streaming merge from the same statistics
-            from boom_ray.merge.task import merge
-
             out = storage.join(experiment_uri, posixpath.basename(tune.get_context().get_trial_dir().rstrip("/")),
                                TRIAL_MODEL)
             merge(request, out, cfg.merge, force=True, progress=False, statistics=statistics)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 SHAPES = {"embed.weight": (64, 24), "layer.0.proj.weight": (24, 24), "layer.0.norm.weight": (24,),
           "layer.1.proj.weight": (48, 24), "head.bias": (7,)}
@@ -39,8 +39,6 @@ def make_model(path: Path, seed: int, *, shapes: dict | None = None, dtype=torch
 
 
 def load_dir(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     out = {}
     for f in sorted(Path(path).glob("*.safetensors")):
         out.update(load_file(str(f)))

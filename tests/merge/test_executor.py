@@ -17,7 +17,7 @@ from boom_ray.merge.methods import merge_tensors as merge_arrays
 from boom_ray.merge.request import MANIFEST, MergeRequest, ModelInput
 from boom_ray.merge.task import MergeOutputExists, merge
 
-from .conftest import load_dir, make_model
+from .conftest import SHAPES, load_dir, make_model
 
 
 def merge_tensors(*args, **kwargs) -> torch.Tensor:
@@ -166,8 +166,6 @@ def test_float64_inputs_keep_float64(tmp_path):
     ({"extra": "surprise"}, r"tensor 'surprise' of .*bad is missing from .*m0"),
 ])
 def test_inputs_are_validated_before_any_work(models, tmp_path, change, message):
-    from .conftest import SHAPES
-
     shapes, extra = dict(SHAPES), {}
     if "missing" in change:
         shapes.pop(change["missing"])
@@ -222,7 +220,7 @@ def test_bad_checkpoints_and_budget(tmp_path, models):
 
 def test_output_loads_in_transformers(tmp_path):
     """A tiny real Qwen3 merged with itself perturbed loads back and runs."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM  # lazy: transformers
 
     cfg = Qwen3Config(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
                       head_dim=16, vocab_size=128, num_hidden_layers=2)

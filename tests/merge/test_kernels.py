@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from boom_ray.merge import kernels
-from boom_ray.merge.blocks import fused_combine, fused_statistics
+from boom_ray.merge.driver import fused_combine, fused_gram
 from boom_ray.merge.io import from_float32, rows_to_float32
-from boom_ray.merge.methods import get_method, new_state
+from boom_ray.merge.methods import get_method
 
 
 def bf16_rows(k: int, m: int, seed: int = 0) -> list[np.ndarray]:
@@ -68,23 +68,28 @@ def test_gram_matches_float64(k, m):
 
 def _state(name: str, n: int, has_base: bool = False):
     method = get_method(name)
-    shared, per_model = method.validate(n, has_base, {}, [{"weight": 1.0 + i} for i in range(n)])
-    return method, new_state(method, shared, per_model, 10, (10,), "t")
+    settings = method.validate(n, has_base, {}, [{"weight": 1.0 + i} for i in range(n)])
+    return method, method.new_state(method.resolve(settings, "t", 0.0), 10, (10,), "t")
+
+
+def fused(method, state, dtype: str, has_base: bool):
+    """The driver's choice for a tensor's combine: the fused kernel or None (numpy)."""
+    return fused_combine(method.weighted_sum(state, has_base), dtype)
 
 
 def test_fused_paths_are_taken_for_weighted_sums_of_bf16_models_only():
     method, state = _state("multislerp", 3)
-    assert fused_statistics(method, state, 0, "BF16", False) is not None
-    assert fused_statistics(method, state, 0, "F32", False) is None
-    assert fused_statistics(method, state, 0, "BF16", True) is None  # x - base first: numpy path
+    assert fused_gram(method.gram_statistics(state, 0, False), "BF16") is not None
+    assert fused_gram(method.gram_statistics(state, 0, False), "F32") is None
+    assert fused_gram(method.gram_statistics(state, 0, True), "BF16") is None  # x - base first: numpy path
     method.finish(state, 0, np.eye(3))
-    assert fused_combine(method, state, "BF16", False) is not None
-    assert fused_combine(method, state, "F16", False) is None
-    assert fused_combine(method, state, "BF16", True) is None
+    assert fused(method, state, "BF16", False) is not None
+    assert fused(method, state, "F16", False) is None
+    assert fused(method, state, "BF16", True) is None
     linear, lstate = _state("linear", 2)
-    assert fused_combine(linear, lstate, "BF16", False) is not None
+    assert fused(linear, lstate, "BF16", False) is not None
     karcher, kstate = _state("karcher", 2)  # an iterated mean, not a fixed weighted sum
-    assert fused_combine(karcher, kstate, "BF16", False) is None
+    assert fused(karcher, kstate, "BF16", False) is None
 
 
 def test_fused_combine_equals_the_methods_combine_to_float32_rounding():
@@ -94,5 +99,5 @@ def test_fused_combine_equals_the_methods_combine_to_float32_rounding():
     rows = widened(raws)
     method.finish(state, 0, rows.astype(np.float64) @ rows.T.astype(np.float64))
     numpy_path = method.combine(state, rows.copy(), None, np.empty(5000, np.float32))
-    fused = fused_combine(method, state, "BF16", False)(raws, np.empty(5000, np.float32))
-    assert np.abs(fused - numpy_path).max() <= 8 * np.finfo(np.float32).eps * np.abs(numpy_path).max()
+    kernel = fused(method, state, "BF16", False)(raws, np.empty(5000, np.float32))
+    assert np.abs(kernel - numpy_path).max() <= 8 * np.finfo(np.float32).eps * np.abs(numpy_path).max()

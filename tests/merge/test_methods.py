@@ -8,7 +8,9 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 
+from boom_ray.config import MergeSpec, SweepConfig
 from boom_ray.merge.methods import METHODS, MergeMethodError, merge_tensors as merge_arrays
 
 
@@ -164,10 +166,6 @@ def test_parameter_errors(tensors):
 
 
 def test_config_takes_every_registered_method_and_only_those():
-    from pydantic import ValidationError
-
-    from boom_ray.config import MergeSpec, SweepConfig
-
     assert [MergeSpec(name="m", method=m).method for m in METHODS] == list(METHODS)
     assert SweepConfig(methods=["della", "sce"]).methods == ["della", "sce"]
     with pytest.raises(ValidationError, match="unknown merge method 'nearswap'"):

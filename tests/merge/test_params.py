@@ -46,12 +46,12 @@ def test_layer_positions():
 
 def test_model_setting_falls_back_to_top_level_then_default():
     method = get_method("ties")
-    shared, per_model = method.validate(2, True, {"density": 0.3, "lambda": [{"filter": "mlp", "value": 0.5}]},
-                                        [{"weight": 1.0, "density": [{"filter": "attn", "value": 0.9}]},
-                                         {"weight": [0.0, 1.0]}])
-    params, mps = method.resolve(shared, per_model, "layers.1.attn.w", 0.25)
+    settings = method.validate(2, True, {"density": 0.3, "lambda": [{"filter": "mlp", "value": 0.5}]},
+                               [{"weight": 1.0, "density": [{"filter": "attn", "value": 0.9}]},
+                                {"weight": [0.0, 1.0]}])
+    params, mps = method.resolve(settings, "layers.1.attn.w", 0.25)
     assert params["lambda"] == 1.0 and mps[0]["density"] == 0.9 and mps[1] == {"weight": 0.25, "density": 0.3}
-    params, mps = method.resolve(shared, per_model, "layers.1.mlp.w", 1.0)
+    params, mps = method.resolve(settings, "layers.1.mlp.w", 1.0)
     assert params["lambda"] == 0.5 and mps[0]["density"] == 0.3 and mps[1]["weight"] == 1.0
 
 
@@ -61,9 +61,9 @@ def test_setting_errors():
         method.validate(1, False, {}, [{"weight": [1.0, {"value": 2}]}])
     with pytest.raises(MergeMethodError, match="'normalize'.*non-empty list"):
         method.validate(1, False, {"normalize": []}, [{"weight": 1.0}])
-    shared, per_model = method.validate(1, False, {}, [{"weight": [{"filter": "mlp", "value": 1.0}]}])
+    settings = method.validate(1, False, {}, [{"weight": [{"filter": "mlp", "value": 1.0}]}])
     with pytest.raises(MergeMethodError, match="model 0 has no 'weight' for tensor 'attn.w'"):
-        method.resolve(shared, per_model, "attn.w", 0.0)
+        method.resolve(settings, "attn.w", 0.0)
 
 
 def test_in_memory_merge_resolves_for_the_tensor():

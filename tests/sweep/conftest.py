@@ -41,15 +41,15 @@ def bag_models(tiny_qwen3_path, tmp_path_factory) -> Path:
 def bf16_bag_models(tiny_qwen3_path, tmp_path_factory) -> Path:
     """The same bags stored in bfloat16, as the reference job's bags are (their multislerp and
     linear merges take the fused kernels)."""
-    import torch
+    import torch  # lazy: torch, for the tests that use these bags
 
     return _perturbed_bags(tiny_qwen3_path, tmp_path_factory.mktemp("sweep_run_bf16"), torch.bfloat16)
 
 
 def _perturbed_bags(tiny_qwen3_path, workdir: Path, dtype) -> Path:
-    import torch
+    import torch  # lazy: torch, for the tests that use these bags
 
-    from boom_ray.model.embedder import Embedder
+    from boom_ray.model.embedder import Embedder  # lazy: torch, transformers
 
     embedder = Embedder.from_pretrained(str(tiny_qwen3_path))
     state = {k: v.detach().clone() for k, v in embedder.model.state_dict().items()}

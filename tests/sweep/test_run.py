@@ -3,6 +3,7 @@ retrieval dev suite, on the session's 2-CPU local Ray."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 
 from boom_ray.cli import main as cli_main
 from boom_ray.config import validate_config
+from boom_ray.runtime.cluster import ClusterError
 from boom_ray.sweep import BEST, SWEEP_JSON, SweepError, run_sweep, search_space, searcher
 
 from .conftest import write_suite
@@ -105,7 +107,7 @@ def test_sweep_errors_are_clear(bag_models, tmp_path):
 
 
 def test_search_space_shapes(bag_models, tmp_path):
-    from ray import tune
+    from ray import tune  # lazy: ray
 
     suite = write_suite(tmp_path / "dev_suite")
     grid = search_space(sweep_config(bag_models, suite, methods=["linear", "multislerp"]), ["bag50", "bag100"])
@@ -122,14 +124,12 @@ def test_search_space_shapes(bag_models, tmp_path):
 
 @pytest.mark.parametrize("search", ["optuna", "hyperopt"])
 def test_search_algorithms_or_a_clear_error(bag_models, tmp_path, search):
-    import importlib.util
-
     cfg = sweep_config(bag_models, write_suite(tmp_path / "dev_suite"), search=search, max_concurrent=2)
     if importlib.util.find_spec(search) is None:
         with pytest.raises(SweepError, match=f"pip install {search}"):
             searcher(cfg)
     else:
-        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search import ConcurrencyLimiter  # lazy: ray
 
         alg = searcher(cfg)
         assert isinstance(alg, ConcurrencyLimiter) and alg.max_concurrent == 2
@@ -156,8 +156,6 @@ def test_asha_scores_a_sample_first_and_keeps_a_fully_scored_best(ray_session, b
 
 
 def test_a_trial_bundle_no_node_holds_fails_before_any_trial(ray_session, bag_models, tmp_path):
-    from boom_ray.runtime.cluster import ClusterError
-
     workdir = tmp_path / "run"
     shutil.copytree(bag_models / "models", workdir / "models")
     cfg = sweep_config(workdir, write_suite(tmp_path / "dev_suite"), trial_cpus=3)  # the session Ray has 2

@@ -3,13 +3,21 @@ angles between them) and SCE (select by variance, weight by energy, erase by sig
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from boom_ray.merge.methods.base import Method, gram, group_gram
+from boom_ray.merge.methods.base import Method, TensorState, gram, group_gram
 from boom_ray.merge.methods.select import RadixSelect
 
 
-class ModelStock(Method):
+@dataclass
+class ModelStockState(TensorState):
+    rows: int = 1
+    """Vectors with their own t (`filter_wise`: the rows along the last dimension), else 1."""
+
+
+class ModelStock(Method[ModelStockState]):
     """Model Stock (mergekit `model_stock`): with task vectors d_i = x_i - base of N >= 2 models,
     cos = the mean over pairs i < j of clamp(d_i . d_j / max(|d_i| |d_j|, 1e-6), -1, 1),
     t = N cos / (1 + (N - 1) cos) (0 where |1 + (N - 1) cos| < 1e-6), and the result is
@@ -24,20 +32,21 @@ class ModelStock(Method):
     min_models = 2
     shared = {"filter_wise": False}
     per_model = {"weight": 1.0}
+    state_type = ModelStockState
 
-    def start(self, state):
+    def start(self, state: ModelStockState) -> None:
         last = state.shape[-1] if state.shape else state.numel
-        state.extra["rows"] = state.numel // max(1, last) if state.params["filter_wise"] else 1
+        state.rows = state.numel // max(1, last) if state.params["filter_wise"] else 1
         state.passes = 1
 
-    def _rows(self, state, start, m):
-        return (np.arange(start, start + m) // (state.numel // state.extra["rows"])).astype(np.int64)
+    def _rows(self, state: ModelStockState, start: int, m: int) -> np.ndarray:
+        return (np.arange(start, start + m) // (state.numel // state.rows)).astype(np.int64)
 
     def statistics(self, state, pass_index, xs, base, start=0):
         xs -= base
-        if state.extra["rows"] == 1:
+        if state.rows == 1:
             return gram(xs)[None]
-        return group_gram(xs, self._rows(state, start, xs.shape[1]), state.extra["rows"])
+        return group_gram(xs, self._rows(state, start, xs.shape[1]), state.rows)
 
     def finish(self, state, pass_index, total):
         n = total.shape[1]
@@ -52,13 +61,24 @@ class ModelStock(Method):
 
     def combine(self, state, xs, base, out, start=0):
         n = len(xs)
-        t = state.coef[0] if state.extra["rows"] == 1 else state.coef[self._rows(state, start, xs.shape[1])]
+        t = state.coef[0] if state.rows == 1 else state.coef[self._rows(state, start, xs.shape[1])]
         np.multiply(xs.sum(0), t / np.float32(n), out=out)
         out += (1 - t) * base
         return out
 
 
-class Sce(Method):
+@dataclass
+class SceState(TensorState):
+    kinds: list[str] = field(default_factory=list)
+    """Each statistics pass: "hi" / "lo" (radix select of the variances), "energy", or "skip"."""
+    none: bool = False
+    """No entry is kept (select_topk <= 0, or k = 0)."""
+    threshold: float | None = None
+    """The k-th largest variance, once selected (None: keep every entry)."""
+    select: RadixSelect = field(default_factory=lambda: RadixSelect([1]))
+
+
+class Sce(Method[SceState]):
     """SCE (mergekit `sce`): task vectors d_i = x_i - base; with `select_topk` < 1 only the
     entries with the top k = int(select_topk * (number of entries of nonzero variance))
     variances across the models (population variance) are kept in every d_i (none if k = 0 or
@@ -76,24 +96,23 @@ class Sce(Method):
     shared = {"int8_mask": False, "select_topk": 1.0}
     per_model = {"weight": 1.0}
     scratch = 6
+    state_type = SceState
 
-    def start(self, state):
+    def start(self, state: SceState) -> None:
         topk = state.params["select_topk"]
-        state.extra["kinds"] = (["hi", "lo"] if 0 < topk < 1 else []) + ["energy"]
-        state.extra["none"] = topk <= 0
-        state.extra["threshold"] = None
-        state.extra["select"] = RadixSelect([1])
-        state.passes = len(state.extra["kinds"])
+        state.kinds = (["hi", "lo"] if 0 < topk < 1 else []) + ["energy"]
+        state.none = topk <= 0
+        state.passes = len(state.kinds)
 
-    def _select(self, state, d):
+    def _select(self, state: SceState, d: np.ndarray) -> None:
         """Zero the entries of d (rows) outside the top-k variance (in place)."""
-        if state.extra["none"]:
+        if state.none:
             d[:] = 0
-        elif state.extra["threshold"] is not None:
-            d *= d.var(0) >= state.extra["threshold"]
+        elif state.threshold is not None:
+            d *= d.var(0) >= state.threshold
 
     def statistics(self, state, pass_index, xs, base, start=0):
-        kind = state.extra["kinds"][pass_index]
+        kind = state.kinds[pass_index]
         if kind == "skip":
             return np.zeros(1)
         xs -= base
@@ -101,25 +120,25 @@ class Sce(Method):
             self._select(state, xs)
             return np.einsum("ij,ij->i", xs, xs, dtype=np.float64)
         var = xs.var(0)[None]
-        hist = state.extra["select"].histogram(0 if kind == "hi" else 1, var)
+        hist = state.select.histogram(0 if kind == "hi" else 1, var)
         if kind == "hi":
             return np.concatenate([hist.reshape(-1), [np.count_nonzero(var)]])
         return hist
 
-    def finish(self, state, pass_index, total):
-        kind = state.extra["kinds"][pass_index]
-        select: RadixSelect = state.extra["select"]
+    def finish(self, state: SceState, pass_index: int, total: np.ndarray) -> None:
+        kind = state.kinds[pass_index]
+        select = state.select
         if kind == "hi":
             k = int(int(total[-1]) * state.params["select_topk"])
             if k == 0:
-                state.extra["none"] = True
-                state.extra["kinds"][1] = "skip"
+                state.none = True
+                state.kinds[1] = "skip"
                 return
             select.ks = [k]
             select.finish(0, total[:-1].reshape(1, -1))
         elif kind == "lo":
             select.finish(1, total)
-            state.extra["threshold"] = select.values[0]
+            state.threshold = select.values[0]
         elif kind == "energy":
             energy = total / state.numel
             s = float(energy.sum())

@@ -1,10 +1,11 @@
-"""The merge-method protocol (validate / start / statistics / finish / combine) and its shared
-helpers; the package docstring says how the executor drives it."""
+"""The merge-method protocol (validate / resolve / start / statistics / finish / combine), the typed
+forms a request's parameters take on the way (`Settings`, then `TensorParams` per tensor, then a
+method's `TensorState`) and the shared helpers; merge/driver.py drives the protocol."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -18,23 +19,47 @@ class MergeMethodError(BoomError):
     """Parameters a merge method cannot use, or a tensor it cannot merge."""
 
 
+class Settings(NamedTuple):
+    """A request's parameters as `Method.validate` returns them, defaults filled in: still mergekit
+    settings (numbers, per-layer gradients, filter lists; see `params`), for every tensor."""
+
+    shared: dict[str, Any]
+    per_model: list[dict[str, Any]]
+
+
+class TensorParams(NamedTuple):
+    """One tensor's parameters as `Method.resolve` returns them: numbers and bools only."""
+
+    shared: dict[str, Any]
+    per_model: list[dict[str, float]]
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(n,) float64: each model's `weight` (1 for methods that take none)."""
+        return np.array([mp.get("weight", 1.0) for mp in self.per_model], dtype=np.float64)
+
+
 @dataclass
 class TensorState:
-    """What a method knows about the tensor being merged: inputs' weights and parameters plus the
-    statistics it gathers; `passes` is how many statistics passes it still needs."""
+    """What a method knows about the tensor being merged: the inputs' weights and parameters plus
+    what its passes gather; `passes` is how many statistics passes it still needs, and `coef`
+    (float32, one per model unless a method says otherwise) what `combine` mixes the rows with.
+    Methods that keep more subclass it with typed fields (`Method.state_type`)."""
 
     weights: np.ndarray  # (n,) float64
-    model_params: list[dict[str, Any]]
+    model_params: list[dict[str, float]]
     params: dict[str, Any]
     numel: int
     shape: tuple[int, ...] = ()
     name: str = ""
     passes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
     coef: np.ndarray | None = None  # float32
 
 
-class Method:
+S = TypeVar("S", bound=TensorState)
+
+
+class Method(Generic[S]):
     name = ""
     base = "unused"  # "required" | "optional" | "unused"
     min_models, max_models = 1, None
@@ -45,9 +70,11 @@ class Method:
     weight_free_statistics = False
     """Whether the statistics passes ignore the weights (and per-model parameters), so a sweep can
     compute them once for all its trials (merge/in_memory.py)."""
+    state_type: type[TensorState] = TensorState
+    """The state `new_state` builds: a subclass with the method's own typed fields."""
 
     def validate(self, n_models: int, has_base: bool, params: dict[str, Any],
-                 model_params: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                 model_params: list[dict[str, Any]]) -> Settings:
         """Settings with defaults filled in (still gradients or filter lists where given; `resolve`
         turns them into one tensor's numbers); a clear error for anything this method cannot use.
         A per-model parameter set in `params` applies to every model that does not set it (and to
@@ -87,7 +114,7 @@ class Method:
                                                                            else default)
                 filled[key] = with_fallback(mp[key], fallback) if key in mp else fallback
             per_model.append(filled)
-        return shared, per_model
+        return Settings(shared, per_model)
 
     def _check(self, key: str, value: Any, where: str) -> None:
         try:
@@ -95,12 +122,11 @@ class Method:
         except SettingError as exc:
             raise MergeMethodError(f"{self.name}: {where}parameter {key!r}: {exc}") from None
 
-    def resolve(self, shared: dict[str, Any], per_model: list[dict[str, Any]], tensor_name: str,
-                t: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def resolve(self, settings: Settings, tensor_name: str, t: float) -> TensorParams:
         """One tensor's parameters (numbers and bools) from validated settings, for the tensor
         named `tensor_name` at layer position `t` (see `params`)."""
         out_shared = {}
-        for key, setting in shared.items():
+        for key, setting in settings.shared.items():
             value = evaluate(setting, tensor_name, t)
             if value is None:
                 raise MergeMethodError(f"{self.name}: parameter {key!r} has no value for tensor {tensor_name!r}")
@@ -108,7 +134,7 @@ class Method:
                 raise MergeMethodError(f"{self.name}: parameter {key!r} must be a number, got {value!r}")
             out_shared[key] = value
         out_models = []
-        for i, mp in enumerate(per_model):
+        for i, mp in enumerate(settings.per_model):
             filled = {}
             for key, setting in mp.items():
                 value = evaluate(setting, tensor_name, t)
@@ -119,42 +145,48 @@ class Method:
                 filled[key] = float(value)
             out_models.append(filled)
         self.check(out_shared, out_models)
-        return out_shared, out_models
+        return TensorParams(out_shared, out_models)
 
     def check(self, shared: dict[str, Any], per_model: list[dict[str, Any]]) -> None:
         """Method-specific checks of one tensor's resolved parameters (raise MergeMethodError)."""
 
-    def start(self, state: TensorState) -> None:
+    def new_state(self, params: TensorParams, numel: int, shape: tuple[int, ...] = (), name: str = "") -> TensorState:
+        """A tensor's state (of `state_type`) from its resolved parameters, started."""
+        state = self.state_type(params.weights, params.per_model, params.shared, numel, tuple(shape), name)
+        self.start(state)
+        return state
+
+    def start(self, state: S) -> None:
         """Set `state.passes` and anything the passes need."""
 
-    def alignment(self, state: TensorState) -> int:
+    def alignment(self, state: S) -> int:
         """Blocks of this tensor hold a multiple of this many elements (whole rows, for methods
         that look at rows); blocks start at multiples of it."""
         return 1
 
-    def statistics(self, state: TensorState, pass_index: int, xs: np.ndarray,
+    def statistics(self, state: S, pass_index: int, xs: np.ndarray,
                    base: np.ndarray | None, start: int = 0) -> np.ndarray:
         """This block's share of pass `pass_index`'s statistics: an array that sums over blocks.
         `start` is the block's first element in the flat tensor. Runs concurrently on several
         blocks: it may modify `xs` (scratch) but not `state`."""
         raise NotImplementedError
 
-    def finish(self, state: TensorState, pass_index: int, total: np.ndarray) -> None:
+    def finish(self, state: S, pass_index: int, total: np.ndarray) -> None:
         """Use the summed statistics of a pass (set `state.coef` or what the next pass needs)."""
         raise NotImplementedError
 
-    def weighted_sum(self, state: TensorState, has_base: bool) -> np.ndarray | None:
+    def weighted_sum(self, state: S, has_base: bool) -> np.ndarray | None:
         """The coefficients c when `combine` of this tensor (its passes finished) is exactly
         sum_i c_i x_i over the models: bfloat16 inputs then take a fused kernel
-        (`blocks.fused_combine`). None where it is anything else."""
+        (`driver`). None where it is anything else."""
         return None
 
-    def gram_statistics(self, state: TensorState, pass_index: int, has_base: bool) -> bool:
+    def gram_statistics(self, state: S, pass_index: int, has_base: bool) -> bool:
         """Whether pass `pass_index`'s statistics are `gram(xs)` of the models, as is (bfloat16
-        inputs then take a fused kernel: `blocks.fused_statistics`)."""
+        inputs then take a fused kernel: `driver`)."""
         return False
 
-    def combine(self, state: TensorState, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray,
+    def combine(self, state: S, xs: np.ndarray, base: np.ndarray | None, out: np.ndarray,
                 start: int = 0) -> np.ndarray:
         """One output block (float32), preferably computed into `out` (float32 scratch of one row)
         and returned. `xs` is scratch too: it may be modified in place. Streaming calls this for

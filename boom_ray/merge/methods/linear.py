@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from boom_ray.merge.methods.base import REQUIRED, Method
+from boom_ray.merge.methods.base import REQUIRED, Method, TensorState
 
 
-class Linear(Method):
+class Linear(Method[TensorState]):
     """Weighted average (mergekit `linear`): sum_i w_i x_i, divided by sum_i w_i when `normalize`
     (the default). Elementwise: no statistics pass."""
 
@@ -26,7 +26,7 @@ class Linear(Method):
 
 
 
-class TaskArithmetic(Method):
+class TaskArithmetic(Method[TensorState]):
     """Task arithmetic (mergekit `task_arithmetic`): base + lambda * sum_i w_i (x_i - base),
     divided by sum_i w_i when `normalize` (default off; a divisor below 1e-8 counts as 1).
     Elementwise: no statistics pass. `density` is accepted and ignored, as in mergekit."""

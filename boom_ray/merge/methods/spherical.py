@@ -5,13 +5,20 @@ inputs, gathered in one statistics pass; the output is a linear combination of t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from boom_ray.merge.methods.base import REQUIRED, Method, TensorState, gram, group_gram
 
 
-class Multislerp(Method):
+@dataclass
+class MultislerpState(TensorState):
+    mix: np.ndarray | None = None
+    """(n,) float64: the weights, normalised to sum 1 when `normalize_weights`."""
+
+
+class Multislerp(Method[MultislerpState]):
     """Multi-SLERP (mergekit `multislerp`): barycentric interpolation on the hypersphere.
 
     mergekit projects unit tensors u_i = x_i / (|x_i| + eps) (x_i minus the base, if any) to the
@@ -30,12 +37,13 @@ class Multislerp(Method):
     base = "optional"
     weight_free_statistics = True  # the Gram matrix of the inputs (minus the base)
     shared = {"normalize_weights": True, "eps": 1e-8}
+    state_type = MultislerpState
 
-    def start(self, state: TensorState) -> None:
+    def start(self, state: MultislerpState) -> None:
         w = state.weights
         if state.params["normalize_weights"]:
             w = w / w.sum()
-        state.extra["w"] = w
+        state.mix = w
         n = len(w)
         state.passes = 1 if n > 1 else 0
         if n == 1:
@@ -46,8 +54,8 @@ class Multislerp(Method):
             xs -= base
         return gram(xs)
 
-    def finish(self, state, pass_index, total):
-        gram, w, eps = total, state.extra["w"], state.params["eps"]
+    def finish(self, state: MultislerpState, pass_index: int, total: np.ndarray) -> None:
+        gram, w, eps = total, state.mix, state.params["eps"]
         norms = np.sqrt(np.maximum(gram.diagonal(), 0))
         c = w / (norms + eps)
         mean_norm = math.sqrt(max(float(c @ gram @ c), 0.0))
@@ -72,7 +80,7 @@ class Multislerp(Method):
 
 
 
-class Slerp(Method):
+class Slerp(Method[TensorState]):
     """Spherical interpolation between the base (t = 0) and one other model (t = 1) (mergekit
     `slerp`): with cos(theta) the cosine between the flattened tensors (norms below eps count as
     1, clamped to [-1, 1]), the result is sin((1-t) theta)/sin(theta) base + sin(t theta)/sin(theta) x,
@@ -117,7 +125,7 @@ class Slerp(Method):
         return out
 
 
-class Karcher(Method):
+class Karcher(Method[TensorState]):
     """Karcher mean on the unit hypersphere (mergekit `karcher`): with norms n_i = |x_i| and
     units u_i = x_i / n_i (0 where n_i = 0), the models with n_i > `tol` get equal weights
     a_i = 1 / count (mergekit 0.1.5 ignores `weight`: accepted here, and ignored too); starting
@@ -185,7 +193,15 @@ class Karcher(Method):
         return np.dot(state.coef, xs, out=out)
 
 
-class Nuslerp(Method):
+@dataclass
+class NuslerpState(TensorState):
+    t: float = 0.5
+    """Where between the two models: w_1 / (w_0 + w_1)."""
+    groups: int = 1
+    """Vectors interpolated on their own (1: the whole tensor)."""
+
+
+class Nuslerp(Method[NuslerpState]):
     """NuSLERP (mergekit `nuslerp`): spherical interpolation between two models (or, with a base,
     their task vectors, the base added back) at t = w_1 / (w_0 + w_1) (0.5 if |w_0 + w_1| <
     1e-6). With cos = clamp(v0 . v1 / (max(|v0|, 1e-7) max(|v1|, 1e-7)), -1, 1) and theta =
@@ -200,35 +216,36 @@ class Nuslerp(Method):
     weight_free_statistics = True  # the (per-vector) dot products of the two inputs
     min_models = max_models = 2
     shared = {"nuslerp_row_wise": False, "nuslerp_flatten": True}
+    state_type = NuslerpState
 
-    def start(self, state):
+    def start(self, state: NuslerpState) -> None:
         w0, w1 = state.weights
-        state.extra["t"] = 0.5 if abs(w0 + w1) < 1e-6 else w1 / (w0 + w1)
+        state.t = 0.5 if abs(w0 + w1) < 1e-6 else w1 / (w0 + w1)
         if state.params["nuslerp_flatten"]:
-            state.extra["groups"] = 1
+            state.groups = 1
         elif state.params["nuslerp_row_wise"]:
-            state.extra["groups"] = state.numel // state.shape[0] if state.shape else 1
+            state.groups = state.numel // state.shape[0] if state.shape else 1
         else:
-            state.extra["groups"] = state.numel // state.shape[-1] if state.shape else 1
+            state.groups = state.numel // state.shape[-1] if state.shape else 1
         state.passes = 1
 
-    def _group(self, state, start, m):
+    def _group(self, state: NuslerpState, start: int, m: int) -> np.ndarray:
         idx = np.arange(start, start + m)
-        if state.extra["groups"] == 1:
+        if state.groups == 1:
             return np.zeros(m, dtype=np.int64)
         if state.params["nuslerp_row_wise"]:
-            return idx % state.extra["groups"]
-        return idx // (state.numel // state.extra["groups"])
+            return idx % state.groups
+        return idx // (state.numel // state.groups)
 
     def statistics(self, state, pass_index, xs, base, start=0):
         if base is not None:
             xs -= base
-        if state.extra["groups"] == 1:
+        if state.groups == 1:
             return gram(xs)[None]
-        return group_gram(xs, self._group(state, start, xs.shape[1]), state.extra["groups"])
+        return group_gram(xs, self._group(state, start, xs.shape[1]), state.groups)
 
-    def finish(self, state, pass_index, total):
-        t = state.extra["t"]
+    def finish(self, state: NuslerpState, pass_index: int, total: np.ndarray) -> None:
+        t = state.t
         n0 = np.maximum(np.sqrt(np.maximum(total[:, 0, 0], 0)), 1e-7)
         n1 = np.maximum(np.sqrt(np.maximum(total[:, 1, 1], 0)), 1e-7)
         cos = np.clip(total[:, 0, 1] / (n0 * n1), -1, 1)
@@ -242,7 +259,7 @@ class Nuslerp(Method):
     def combine(self, state, xs, base, out, start=0):
         if base is not None:
             xs -= base
-        if state.extra["groups"] == 1:
+        if state.groups == 1:
             np.dot(state.coef[:, 0], xs, out=out)
         else:
             g = self._group(state, start, xs.shape[1])

@@ -3,6 +3,8 @@ Breadcrumbs and DELLA, with or without TIES's sign election, streamed in bounded
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from boom_ray.merge.methods.base import REQUIRED, Method, MergeMethodError, TensorState
@@ -11,7 +13,28 @@ from boom_ray.merge.methods.select import RadixSelect, stream_key, uniform
 EPS_RESCALE = 1e-7
 
 
-class TaskVectorMerge(Method):
+@dataclass
+class TaskVectorState(TensorState):
+    sparse: list[int] = field(default_factory=list)
+    """Models whose task vector is sparsified (density < 1)."""
+    zero: list[int] = field(default_factory=list)
+    """Models that keep nothing (density <= 0, magnitude and DELLA sparsification)."""
+    empty: dict[int, bool] = field(default_factory=dict)
+    """Breadcrumbs: whether each sparsified model keeps nothing."""
+    queries: list[tuple[int, str, int]] = field(default_factory=list)
+    """(model, "low" | "high", k): the k-th largest |d_model| bounds what is kept from below / above."""
+    kinds: list[str] = field(default_factory=list)
+    """Each statistics pass: "hi" / "lo" (the radix select's two histograms) or "l1" (norms for rescale)."""
+    thresholds: dict[tuple[int, str], float] = field(default_factory=dict)
+    """(model, "low" | "high") -> the selected magnitude bound."""
+    scale: np.ndarray | None = None
+    """(n,) L1 rescale factor of each model (1 where not rescaled)."""
+    select: RadixSelect | None = None
+    row: int = 1
+    """Elements per row that blocks must hold whole (DELLA ranks within rows)."""
+
+
+class TaskVectorMerge(Method[TaskVectorState]):
     """mergekit 0.1.5's generalized task arithmetic, one subclass per method.
 
     Steps, per tensor: task vectors d_i = x_i - base; each is sparsified to a `density` (below);
@@ -36,41 +59,42 @@ class TaskVectorMerge(Method):
     extra_params: dict = {}
     """Per-model parameters besides weight and density (gamma, epsilon)."""
     scratch = 6
+    state_type = TaskVectorState
 
     def __init__(self) -> None:
         self.shared = {"normalize": self.normalize, "lambda": 1.0, "int8_mask": False, "rescale": self.rescale}
         self.per_model = {"weight": REQUIRED, "density": 1.0, **self.extra_params}
 
-    def start(self, state: TensorState) -> None:
+    def start(self, state: TaskVectorState) -> None:
         n = state.numel
         dens = [mp["density"] for mp in state.model_params]
-        state.extra["sparse"] = [i for i, d in enumerate(dens) if d < 1]
-        state.extra["zero"] = [i for i, d in enumerate(dens) if d <= 0 and self.sparsify in ("magnitude", "della")]
-        queries: list[tuple[int, str, int]] = []  # (model, "low" | "high", k)
+        state.sparse = [i for i, d in enumerate(dens) if d < 1]
+        state.zero = [i for i, d in enumerate(dens) if d <= 0 and self.sparsify in ("magnitude", "della")]
+        queries: list[tuple[int, str, int]] = []
         if self.sparsify == "magnitude":
-            for i in state.extra["sparse"]:
+            for i in state.sparse:
                 if dens[i] > 0 and n > 0:
                     queries.append((i, "low", max(1, int(dens[i] * n))))
         elif self.sparsify == "outliers":
-            state.extra["bounds"] = self._outlier_bounds(state, dens, queries)
-        state.extra["queries"] = [q for q in queries if q[2] < n or q[1] == "high"]
-        kinds = ["hi", "lo"] if state.extra["queries"] else []
-        if state.params["rescale"] and state.extra["sparse"]:
+            state.empty = self._outlier_bounds(state, dens, queries)
+        state.queries = [q for q in queries if q[2] < n or q[1] == "high"]
+        kinds = ["hi", "lo"] if state.queries else []
+        if state.params["rescale"] and state.sparse:
             kinds.append("l1")
-        state.extra["kinds"] = kinds
-        state.extra["thresholds"] = {}
-        state.extra["scale"] = np.ones(len(dens))
+        state.kinds = kinds
+        state.scale = np.ones(len(dens))
         state.passes = len(kinds)
         if kinds[:1] == ["hi"]:
-            state.extra["select"] = RadixSelect([k for _, _, k in state.extra["queries"]])
+            state.select = RadixSelect([k for _, _, k in state.queries])
         state.coef = state.weights.astype(np.float32)
 
-    def _outlier_bounds(self, state, dens, queries) -> dict[int, bool]:
+    def _outlier_bounds(self, state: TaskVectorState, dens: list[float],
+                        queries: list[tuple[int, str, int]]) -> dict[int, bool]:
         """mergekit's magnitude_outliers keeps ascending ranks [n_bot, n_bot + target) of |d_i|: the
         entries at or below the (top + 1)-th largest and at or above the (top + target)-th
         largest, top = numel - n_bot - target. Returns which models keep nothing."""
         n, empty = state.numel, {}
-        for i in state.extra["sparse"]:
+        for i in state.sparse:
             target = int(dens[i] * n)
             n_top = int(state.model_params[i]["gamma"] * n)
             n_bot = max(0, n - target - n_top)
@@ -84,35 +108,35 @@ class TaskVectorMerge(Method):
         return empty
 
     def statistics(self, state, pass_index, xs, base, start=0):
-        kind = state.extra["kinds"][pass_index]
+        kind = state.kinds[pass_index]
         xs -= base
         if kind == "l1":
             before = np.abs(xs).sum(1, dtype=np.float64)
             self._sparsify(state, xs, start)
             return np.stack([before, np.abs(xs).sum(1, dtype=np.float64)])
-        keys = np.abs(xs[[i for i, _, _ in state.extra["queries"]]])
-        return state.extra["select"].histogram(0 if kind == "hi" else 1, keys)
+        keys = np.abs(xs[[i for i, _, _ in state.queries]])
+        return state.select.histogram(0 if kind == "hi" else 1, keys)
 
-    def finish(self, state, pass_index, total):
-        kind = state.extra["kinds"][pass_index]
+    def finish(self, state: TaskVectorState, pass_index: int, total: np.ndarray) -> None:
+        kind = state.kinds[pass_index]
         if kind == "l1":
             before, after = total
-            for i in state.extra["sparse"]:
+            for i in state.sparse:
                 if before[i] >= EPS_RESCALE and after[i] >= EPS_RESCALE:
-                    state.extra["scale"][i] = np.float32(before[i]) / np.float32(after[i])
+                    state.scale[i] = np.float32(before[i]) / np.float32(after[i])
             return
-        select = state.extra["select"]
+        select = state.select
         select.finish(0 if kind == "hi" else 1, total)
         if kind == "lo":
-            for (i, side, _), value in zip(state.extra["queries"], select.values):
-                state.extra["thresholds"][(i, side)] = value
+            for (i, side, _), value in zip(state.queries, select.values):
+                state.thresholds[(i, side)] = value
 
-    def _sparsify(self, state: TensorState, d: np.ndarray, start: int) -> None:
+    def _sparsify(self, state: TaskVectorState, d: np.ndarray, start: int) -> None:
         """Zero the dropped entries of the task vectors `d` (rows, in place), unscaled."""
-        th = state.extra["thresholds"]
-        for i in state.extra["sparse"]:
+        th = state.thresholds
+        for i in state.sparse:
             density = state.model_params[i]["density"]
-            if i in state.extra["zero"] or (self.sparsify == "outliers" and state.extra["bounds"][i]):
+            if i in state.zero or (self.sparsify == "outliers" and state.empty[i]):
                 d[i] = 0
             elif self.sparsify in ("magnitude", "outliers"):
                 mag = np.abs(d[i])
@@ -130,7 +154,7 @@ class TaskVectorMerge(Method):
         deltas = xs
         self._sparsify(state, deltas, start)
         w = state.coef.reshape(-1, 1)
-        deltas *= (state.extra["scale"] * state.weights).astype(np.float32).reshape(-1, 1)
+        deltas *= (state.scale * state.weights).astype(np.float32).reshape(-1, 1)
         if self.consensus:
             majority = np.where(deltas.sum(0) >= 0, np.float32(1), np.float32(-1))
             mask = (np.sign(deltas) == majority).astype(np.float32)
@@ -148,11 +172,11 @@ class TaskVectorMerge(Method):
         np.add(base, mixed, out=out)
         return out
 
-    def _della_probs(self, state: TensorState, i: int, d: np.ndarray) -> np.ndarray:
+    def _della_probs(self, state: TaskVectorState, i: int, d: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def alignment(self, state: TensorState) -> int:
-        return state.extra.get("row", 1)
+    def alignment(self, state: TaskVectorState) -> int:
+        return state.row
 
 
 class Ties(TaskVectorMerge):
@@ -230,18 +254,18 @@ class Della(TaskVectorMerge):
                 raise MergeMethodError(f"{self.name}: model {i}: epsilon {e} must keep density +- epsilon "
                                        f"in (0, 1) (density {d})")
 
-    def start(self, state):
+    def start(self, state: TaskVectorState) -> None:
         if len(state.shape) > 2:
             raise MergeMethodError(f"{self.name}: tensors of more than 2 dimensions are not supported")
         super().start(state)
-        if state.extra["sparse"] and len(state.shape) == 2:
-            state.extra["row"] = state.numel // max(1, state.shape[0])
-        elif state.extra["sparse"]:
-            state.extra["row"] = state.numel
+        if state.sparse and len(state.shape) == 2:
+            state.row = state.numel // max(1, state.shape[0])
+        elif state.sparse:
+            state.row = state.numel
 
     def _della_probs(self, state, i, d):
-        """Keep probabilities of model i's entries `d` (whole rows of `state.extra["row"]`)."""
-        mp, cols = state.model_params[i], state.extra["row"]
+        """Keep probabilities of model i's entries `d` (whole rows of `state.row`)."""
+        mp, cols = state.model_params[i], state.row
         mag = np.abs(d).reshape(-1, cols)
         ranks = np.argsort(np.argsort(mag, axis=1, kind="stable"), axis=1, kind="stable").astype(np.float32)
         rank_norm = ranks / np.float32(cols - 1) if cols > 1 else np.zeros_like(ranks)

@@ -46,14 +46,14 @@ def main() -> int:
 
     import ray
 
-    from boom_ray.config import RunConfig
+    from boom_ray.config import BoomConfig
     from boom_ray.corpus.bag_stage import run_bagging
     from boom_ray.eval.evaluate import evaluate_model
     from boom_ray.eval.results import score
     from boom_ray.train.export import model_dir, read_export_manifest
     from boom_ray.train.launch import summary_table, train_bags
 
-    cfg = RunConfig.model_validate({
+    cfg = BoomConfig.model_validate({
         "workdir": str(args.out / "work"), "corpus": {"path": str(DATA / "corpus")},
         "bagging": {"ratios": [1.0], "num_cpus": 1},
         "model": {"name_or_path": "builtin:all-MiniLM-L6-v2", "max_query_length": 64, "max_doc_length": 64},

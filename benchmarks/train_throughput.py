@@ -44,9 +44,9 @@ os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
 
 
 def run_config(args, workdir: Path):
-    from boom_ray.config import RunConfig
+    from boom_ray.config import BoomConfig
 
-    return RunConfig.model_validate({
+    return BoomConfig.model_validate({
         "workdir": str(workdir), "corpus": {"path": str(args.corpus)},
         "bagging": {"ratios": [1.0], "num_cpus": 1},
         "model": {"name_or_path": args.model, "max_query_length": args.max_len, "max_doc_length": args.max_len},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from boom_ray.cli.common import parse_overrides
-from boom_ray.config import (BUNDLED_MINILM, ConfigError, RunConfig, bag_name, derive, explicit_settings, load_config,
+from boom_ray.config import (BUNDLED_MINILM, ConfigError, BoomConfig, bag_name, derive, explicit_settings, load_config,
                              parse_size, validate_config)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_sizes_parse():
 
 @pytest.mark.parametrize("path", sorted((REPO / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path):
-    """Run configs validate as RunConfig; grid files (`cells`) validate their base run and every
+    """Run configs validate as BoomConfig; grid files (`cells`) validate their base run and every
     cell's derived run config."""
     from boom_ray.workflows.ablations import is_grid_file, load_grid
 
@@ -126,7 +126,7 @@ def test_unset_model_settings_stay_unset_for_workers_and_derived_configs():
     from boom_ray.model.settings import resolve_model_config
 
     cfg = validate_config({"workdir": "w", "corpus": {"path": "c"}, "model": {"max_doc_length": 64}})
-    for again in (RunConfig.model_validate(explicit_settings(cfg)), derive(cfg, {"train.max_steps": 3})):
+    for again in (BoomConfig.model_validate(explicit_settings(cfg)), derive(cfg, {"train.max_steps": 3})):
         assert again.model.model_fields_set == cfg.model.model_fields_set == {"max_doc_length"}
         resolved = resolve_model_config(again.model.name_or_path, again.model)
         assert resolved.pooling == "mean" and resolved.max_doc_length == 64

@@ -41,9 +41,9 @@ def cli_contract() -> dict[str, dict[str, Any]]:
 
 def config_contract() -> dict[str, Any]:
     """Every key of the run config by its YAML path (`train.max_steps`) -> type and default."""
-    from boom_ray.config import RunConfig
+    from boom_ray.config import BoomConfig
 
-    schema = RunConfig.model_json_schema()
+    schema = BoomConfig.model_json_schema()
     defs = schema.get("$defs", {})
     out: dict[str, Any] = {}
 

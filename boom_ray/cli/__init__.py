@@ -2,7 +2,7 @@
 
 Each subcommand module defines HELP, `add_arguments(parser)` and `run(args) -> exit code`, and
 imports its stage's code only inside `run`, so `boom --help` is instant and imports neither torch
-nor Ray. The stages themselves are plain functions that take a RunConfig (run_bagging,
+nor Ray. The stages themselves are plain functions that take a BoomConfig (run_bagging,
 train_bags, run_merges, run_sweep, write_report, run_pipeline, run_update, ...), for jobs,
 notebooks and tests to call without argparse.
 """

@@ -10,7 +10,7 @@ import argparse
 import yaml
 from pydantic import ValidationError
 
-from boom_ray.config import ConfigError, EvalConfig, RunConfig, load_config
+from boom_ray.config import ConfigError, EvalConfig, BoomConfig, load_config
 
 
 def add_config_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -55,7 +55,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace) -> BoomConfig:
     return load_config(args.config, overrides_from_args(args))
 
 

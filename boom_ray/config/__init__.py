@@ -1,6 +1,6 @@
 """One validated model of a boom-ray run, loaded from YAML.
 
-Every stage reads its own section of :class:`RunConfig`; nothing else carries
+Every stage reads its own section of :class:`BoomConfig`; nothing else carries
 settings around. Unknown keys are errors, and every error names its path in the
 YAML file (``bagging.ratios[2]``) and what was expected, because a typo in a
 config that silently falls back to a default costs a day of GPU time.
@@ -39,7 +39,10 @@ class ConfigError(BoomError):
     """A run configuration that cannot be used; the message names the file and key."""
 
 
-class RunConfig(Strict):
+class BoomConfig(Strict):
+    """One boom-ray run, as its YAML file says it: every stage reads its own section. Named so that
+    it never shadows Ray's own `ray.train.RunConfig` where both are used (train/launch.py)."""
+
     workdir: str
     corpus: CorpusConfig
     bagging: BaggingConfig = Field(default_factory=BaggingConfig)
@@ -56,7 +59,7 @@ class RunConfig(Strict):
     aggregates them. 1 (default): one run in the work dir itself."""
 
     @model_validator(mode="after")
-    def _merge_names_unique(self) -> "RunConfig":
+    def _merge_names_unique(self) -> "BoomConfig":
         names = [m.name for m in self.merge.merges]
         if len(set(names)) != len(names):
             raise ValueError(f"merge.merges names must be unique, got {names}")
@@ -109,11 +112,15 @@ class RunConfig(Strict):
         return data
 
 
-def validate_config(data: Any, source: str = "<config>") -> RunConfig:
+
+RunConfig = BoomConfig
+"""The name BoomConfig had before 0.2, kept for scripts and notebooks; `ray.train.RunConfig` is Ray's."""
+
+def validate_config(data: Any, source: str = "<config>") -> BoomConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return RunConfig.model_validate(data)
+        return BoomConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_errors(exc.errors(), source)) from None
 
@@ -128,7 +135,7 @@ def read_yaml(path: Path, what: str) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> BoomConfig:
     """Read and validate a run YAML; `overrides` maps dotted keys (``train.max_steps``) to values.
 
     Relative paths in the YAML are taken from the current directory, the repository root for
@@ -158,7 +165,7 @@ def set_dotted(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def explicit_settings(cfg: RunConfig) -> dict[str, Any]:
+def explicit_settings(cfg: BoomConfig) -> dict[str, Any]:
     """`cfg` as JSON with only the fields that were set, for whoever validates it again (a training
     worker, `derive`): a model setting left unset must stay unset there, so that it is still
     filled from the model's own sentence-transformers files (MiniLM's mean pooling, say) rather
@@ -166,7 +173,7 @@ def explicit_settings(cfg: RunConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json", exclude_unset=True)
 
 
-def derive(cfg: RunConfig, changes: dict[str, Any], source: str = "<derived config>") -> RunConfig:
+def derive(cfg: BoomConfig, changes: dict[str, Any], source: str = "<derived config>") -> BoomConfig:
     """A validated copy of `cfg` with dotted keys changed."""
     return validate_config(set_dotted(explicit_settings(cfg), changes), source)
 

@@ -1,4 +1,4 @@
-"""The sections of a run configuration, one pydantic model each (RunConfig in __init__ puts them
+"""The sections of a run configuration, one pydantic model each (BoomConfig in __init__ puts them
 together). Each field's docstring says what it does and why its default is what it is."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from boom_ray import __version__
-from boom_ray.config import RunConfig, bag_name
+from boom_ray.config import BoomConfig, bag_name
 from boom_ray.corpus import reader as corpus_io
 from boom_ray.corpus import groups as grouping
 from boom_ray.corpus.bagging import BagRequest, FileResult, bag_source_file
@@ -55,7 +55,7 @@ class BagOutcome:
     reasons: dict[str, int] | None = None
 
 
-def bag_request(cfg: RunConfig, ratio: float, source_fingerprint: str) -> dict:
+def bag_request(cfg: BoomConfig, ratio: float, source_fingerprint: str) -> dict:
     """What a bag is made from; a bag on disk is reused only when its manifest has the same."""
     request = {"ratio": ratio, "seed": cfg.bagging.seed, "nested": cfg.bagging.nested,
                "source_fingerprint": source_fingerprint, "sampling_version": SAMPLING_VERSION}
@@ -69,7 +69,7 @@ def bag_request(cfg: RunConfig, ratio: float, source_fingerprint: str) -> dict:
     return request
 
 
-def _process_files(cfg: RunConfig, files: list[corpus_io.SourceFile], requests: list[BagRequest],
+def _process_files(cfg: BoomConfig, files: list[corpus_io.SourceFile], requests: list[BagRequest],
                    quarantine_tmp: str, staging_tmp: str, show_progress: bool) -> list[FileResult]:
     import ray.data  # lazy: ray; boom --help, boom status and up-to-date bags never start Ray
 
@@ -102,7 +102,7 @@ def _process_files(cfg: RunConfig, files: list[corpus_io.SourceFile], requests: 
     return sorted(results, key=lambda r: r.source)
 
 
-def _manifest(cfg: RunConfig, name: str, ratio: float | None, request: dict, files: list[corpus_io.SourceFile],
+def _manifest(cfg: BoomConfig, name: str, ratio: float | None, request: dict, files: list[corpus_io.SourceFile],
               results: list[FileResult], left_out: dict[str, str]) -> dict:
     tasks = {}
     for r in results:
@@ -128,7 +128,7 @@ def _manifest(cfg: RunConfig, name: str, ratio: float | None, request: dict, fil
     }
 
 
-def run_bagging(cfg: RunConfig, *, force: bool = False, show_progress: bool = True) -> BagOutcome:
+def run_bagging(cfg: BoomConfig, *, force: bool = False, show_progress: bool = True) -> BagOutcome:
     """Bag the corpus per `cfg.bagging`; returns what was written and the row counts."""
     fs_in, files = corpus_io.discover(cfg.corpus.path, cfg.corpus.format)
     kept, left_out = grouping.filter_tasks([f.task for f in files], cfg.corpus.include, cfg.corpus.exclude)
@@ -180,7 +180,7 @@ def run_bagging(cfg: RunConfig, *, force: bool = False, show_progress: bool = Tr
         return outcome
 
 
-def _groups_of(cfg: RunConfig, tasks: list[str], staged: str, out_fs) -> tuple[dict[str, list[str]], dict[str, str]]:
+def _groups_of(cfg: BoomConfig, tasks: list[str], staged: str, out_fs) -> tuple[dict[str, list[str]], dict[str, str]]:
     """The run's groups of tasks (and tasks in no group) once every task is staged in `staged`."""
     b = cfg.bagging
     if b.groups:
@@ -198,7 +198,7 @@ def _groups_of(cfg: RunConfig, tasks: list[str], staged: str, out_fs) -> tuple[d
     return grouping.cluster_tasks(profiles, b.num_clusters), {}
 
 
-def _run_grouped(cfg: RunConfig, files: list[corpus_io.SourceFile], source_fp: str, left_out: dict[str, str],
+def _run_grouped(cfg: BoomConfig, files: list[corpus_io.SourceFile], source_fp: str, left_out: dict[str, str],
                  *, force: bool, show_progress: bool) -> BagOutcome:
     """Bags of the task and cluster strategies: one bag per group, each the whole of its tasks."""
     out_fs, root = storage.resolve(cfg.workdir)
@@ -251,7 +251,7 @@ def _run_grouped(cfg: RunConfig, files: list[corpus_io.SourceFile], source_fp: s
             storage.remove(out_fs, path)
 
 
-def _finish_quarantine(cfg: RunConfig, out_fs, results: list[FileResult], quarantine_tmp: str,
+def _finish_quarantine(cfg: BoomConfig, out_fs, results: list[FileResult], quarantine_tmp: str,
                        quarantine_final: str) -> BagOutcome:
     """Counts of a processed corpus; writes the quarantine into place, then checks the budget."""
     read = sum(r.read for r in results)
@@ -271,7 +271,7 @@ def _finish_quarantine(cfg: RunConfig, out_fs, results: list[FileResult], quaran
     return outcome
 
 
-def _check_bad_fraction(cfg: RunConfig, read: int, kept: int, reasons: dict[str, int] | None,
+def _check_bad_fraction(cfg: BoomConfig, read: int, kept: int, reasons: dict[str, int] | None,
                         quarantine: str) -> None:
     if read == 0:
         raise TooManyBadRows(f"{cfg.corpus.path}: the corpus has no rows")
@@ -288,7 +288,7 @@ def _reason_text(reasons: dict[str, int] | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in (reasons or {}).items()) or "none"
 
 
-def format_summary(cfg: RunConfig, outcome: BagOutcome) -> str:
+def format_summary(cfg: BoomConfig, outcome: BagOutcome) -> str:
     """Rows read / kept / quarantined and one line per bag, for the console."""
     lines = []
     if outcome.read:

@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from boom_ray.runtime import storage
-from boom_ray.config import RunConfig, bag_name
+from boom_ray.config import BoomConfig, bag_name
 from boom_ray.corpus.reader import BAG_SCHEMA
 from boom_ray.errors import BoomError
 
@@ -32,7 +32,7 @@ def read_plan(workdir: str) -> dict | None:
     return storage.read_json_or_none(fs, posixpath.join(path, "bags", PLAN_FILE))
 
 
-def run_bags(cfg: RunConfig, *, required: bool = True) -> dict[str, float]:
+def run_bags(cfg: BoomConfig, *, required: bool = True) -> dict[str, float]:
     """The run's bags in order, each with its default merge weight.
 
     random strategy: bag20 ... bag100 from `bagging.ratios`, weighted by their ratio (BOOM).

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.corpus.bags import run_bags
 from boom_ray.errors import BoomError
 from boom_ray.eval.chart import render_chart  # noqa: F401  (re-exported: the report's chart)
@@ -48,7 +48,7 @@ class RunModel:
     kind: str  # base | bag | merge
 
 
-def run_models(cfg: RunConfig) -> list[RunModel]:
+def run_models(cfg: BoomConfig) -> list[RunModel]:
     """The run's models whose folders exist, in the report's order: base, bags, merges."""
     models = []
     base = cfg.model.name_or_path
@@ -76,7 +76,7 @@ def model_fingerprint(path: str) -> str:
     return tree_digest(path if "://" in path else resolve_model_path(path))
 
 
-def eval_fingerprint(cfg: RunConfig) -> str:
+def eval_fingerprint(cfg: BoomConfig) -> str:
     """Changes with the suites' contents and tags and with the settings that change embeddings
     (suites by content: a job's working-dir upload gives them new modification times)."""
     suites = [[ref.model_dump(exclude={"path"}) | {"name": os.path.basename(ref.path.rstrip("/"))},
@@ -88,12 +88,12 @@ def eval_fingerprint(cfg: RunConfig) -> str:
                         "model": cfg.model.model_dump(include=cfg.model.model_fields_set), **extra})
 
 
-def evaluate_run(cfg: RunConfig, force: bool = False) -> dict[str, dict[str, Any]]:
+def evaluate_run(cfg: BoomConfig, force: bool = False) -> dict[str, dict[str, Any]]:
     """Results per model key, evaluating only models whose cached results are missing or stale."""
     return evaluate_run_with_variants(cfg, force)[0]
 
 
-def prompt_variants(model: RunModel, suites: list, results: dict[str, Any], cfg: RunConfig,
+def prompt_variants(model: RunModel, suites: list, results: dict[str, Any], cfg: BoomConfig,
                     model_cfg) -> dict[str, Any]:
     """The model's out-of-domain suites with its own advertised prompt only ("model") and with no
     prompt ("none"); an evaluation that would repeat one already made is reused, not rerun."""
@@ -122,7 +122,7 @@ def prompt_variants(model: RunModel, suites: list, results: dict[str, Any], cfg:
     return {"model": by_model, "none": none}
 
 
-def evaluate_run_with_variants(cfg: RunConfig, force: bool = False
+def evaluate_run_with_variants(cfg: BoomConfig, force: bool = False
                                ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """(results per model key, prompt variants per model key), from the cache where current."""
     if not cfg.eval.suites:
@@ -161,7 +161,7 @@ def evaluate_run_with_variants(cfg: RunConfig, force: bool = False
     return out, variants
 
 
-def shared_cache_path(cfg: RunConfig, model: RunModel, fp: str, eval_fp: str) -> tuple[Any, str] | None:
+def shared_cache_path(cfg: BoomConfig, model: RunModel, fp: str, eval_fp: str) -> tuple[Any, str] | None:
     """(filesystem, path) of `model`'s entry in the cache shared by several runs (`eval.cache_dir`),
     named by its key and a hash of the two fingerprints; None when the run shares none."""
     if not cfg.eval.cache_dir:
@@ -174,7 +174,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, dict[str, Any]],
+def render_markdown(cfg: BoomConfig, models: list[RunModel], results: dict[str, dict[str, Any]],
                     evidence: dict[str, Any] | None = None, variants: dict[str, dict[str, Any]] | None = None,
                     notes: list[str] | None = None) -> str:
     """The report: headlines and intervals (`evidence`, from report_stats.aggregate), `notes`
@@ -203,7 +203,7 @@ def render_markdown(cfg: RunConfig, models: list[RunModel], results: dict[str, d
     return "\n".join(lines)
 
 
-def write_report(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
+def write_report(cfg: BoomConfig, force: bool = False) -> dict[str, Any]:
     """Evaluate (with the cache) and write report.md + report.png; what the pipeline's last stage calls.
 
     Returns {"report_md", "report_png", "markdown" (the text written), "results": {model key: results},

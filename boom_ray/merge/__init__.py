@@ -9,5 +9,5 @@ stays instant):
 - `request.MergeRequest`, `request.ModelInput`, `request.load_mergekit_yaml`: what to merge.
 - `task.merge(request, out, MergeConfig, force=...)`: one merge, local paths or URIs.
 - `task.submit_merge(...)`: the same as a Ray task (`num_cpus`/`memory` from MergeConfig).
-- `stage.run_merges(RunConfig, force=...)`: the run config's merges of its bags.
+- `stage.run_merges(BoomConfig, force=...)`: the run config's merges of its bags.
 """

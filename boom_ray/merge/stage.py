@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from boom_ray.config import ConfigError, RunConfig
+from boom_ray.config import ConfigError, BoomConfig
 from boom_ray.merge.executor import human_bytes
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import (MANIFEST, MergeRequest, ModelInput,
@@ -19,7 +19,7 @@ from boom_ray.runtime import storage
 from boom_ray.runtime.ray_session import init_ray
 
 
-def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
+def bag_dirs(cfg: BoomConfig) -> dict[str, tuple[str, float]]:
     """bag name -> (exported model directory, default weight: the ratio, or for task / cluster
     bags the share of the corpus rows, see `corpus.bags.run_bags`)."""
     # (not at the top: `boom merge` of a mergekit YAML has no bags, and its merge's peak RSS would grow)
@@ -28,7 +28,7 @@ def bag_dirs(cfg: RunConfig) -> dict[str, tuple[str, float]]:
     return {name: (storage.join(cfg.workdir, "models", name), w) for name, w in run_bags(cfg).items()}
 
 
-def run_requests(cfg: RunConfig) -> list[tuple[str, MergeRequest]]:
+def run_requests(cfg: BoomConfig) -> list[tuple[str, MergeRequest]]:
     """(output directory, request) for every merge of the run config."""
     bags = bag_dirs(cfg)
 
@@ -63,7 +63,7 @@ def is_done(out: str, request: MergeRequest) -> bool:
     return _matches(storage.read_json_or_none(fs, storage.join(path, MANIFEST)), request)
 
 
-def run_merges(cfg: RunConfig, *, force: bool = False) -> list[dict[str, Any]]:
+def run_merges(cfg: BoomConfig, *, force: bool = False) -> list[dict[str, Any]]:
     """Merge the run's bags as its merge section says, one Ray task per merge (concurrently, as
     resources allow). Returns one manifest per merge (the existing one for skipped merges)."""
     requests = run_requests(cfg)

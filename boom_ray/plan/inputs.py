@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pyarrow.parquet as pq
 import yaml
 
-from boom_ray.config import RunConfig, bag_name
+from boom_ray.config import BoomConfig, bag_name
 from boom_ray.corpus.bags import bag_dir, read_manifest
 from boom_ray.corpus.reader import discover
 from boom_ray.corpus.sampling import sample_size
@@ -131,7 +131,7 @@ def _parquet_rows(fs, path: str) -> tuple[int, str | None]:
         return pf.metadata.num_rows, kind
 
 
-def corpus_rows(cfg: RunConfig) -> tuple[dict[str, int], dict[str, str | None]]:
+def corpus_rows(cfg: BoomConfig) -> tuple[dict[str, int], dict[str, str | None]]:
     """Rows and type of every task of the corpus (bad rows included: the bag stage quarantines them)."""
     fs, files = discover(cfg.corpus.path, cfg.corpus.format)
     counts, types = {}, {}
@@ -146,7 +146,7 @@ def _same_store(a: str, b: str) -> bool:
     return bool(ua.scheme) and "://" in a and (ua.scheme, ua.netloc) == (ub.scheme, ub.netloc)
 
 
-def bag_rows(cfg: RunConfig, bags: list[str], assume_rows: int | None = None) -> dict[str, BagRows]:
+def bag_rows(cfg: BoomConfig, bags: list[str], assume_rows: int | None = None) -> dict[str, BagRows]:
     """Rows per task of each bag: its manifest where it exists, else sampled from the corpus counts
     (or from `assume_rows` rows of one task, for a corpus that cannot be read from here)."""
     ratios = {bag_name(r): r for r in cfg.bagging.ratios}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from boom_ray.runtime import storage
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.merge.in_memory import StoredTensor, load_model_tensors, sweep_statistics
 from boom_ray.merge.methods import Settings, get_method
 from boom_ray.sweep.space import merge_request
@@ -59,7 +59,7 @@ def from_npz(data: bytes) -> dict[str, list[np.ndarray]]:
     return out
 
 
-def prepare_inputs(cfg: RunConfig, experiment: str, bags: list[str], cpus: float) -> SweepInputs:
+def prepare_inputs(cfg: BoomConfig, experiment: str, bags: list[str], cpus: float) -> SweepInputs:
     """Load every model the sweep's methods read into the object store and gather the cached
     statistics (from `<experiment>/statistics/` or computed now and written there)."""
     import ray  # lazy: ray

@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.eval.evaluate import load_suites
 from boom_ray.merge.stage import bag_dirs
 from boom_ray.merge.task import merge
@@ -65,7 +65,7 @@ def _trial_rows(result_grid, bags: list[str], experiment: str, keep_models: bool
     return rows
 
 
-def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict[str, Any],
+def _keep_best(cfg: BoomConfig, best: dict[str, Any], sweep_root: str, info: dict[str, Any],
                statistics: dict | None) -> str:
     """Put the best model at `<sweep_root>/best/` (temp + rename) with sweep.json; returns its URI."""
     fs, root = storage.resolve(sweep_root)
@@ -86,7 +86,7 @@ def _keep_best(cfg: RunConfig, best: dict[str, Any], sweep_root: str, info: dict
     return storage.join(sweep_root, BEST)
 
 
-def _scheduler(cfg: RunConfig):
+def _scheduler(cfg: BoomConfig):
     if cfg.sweep.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler  # lazy: ray
@@ -96,7 +96,7 @@ def _scheduler(cfg: RunConfig):
                          reduction_factor=cfg.sweep.asha_reduction_factor)
 
 
-def run_sweep(cfg: RunConfig) -> dict[str, Any]:
+def run_sweep(cfg: BoomConfig) -> dict[str, Any]:
     """Run (or resume) the sweep of `cfg`; returns a summary: experiment, objective, mode, best
     (trial, method, weights, score, model), trials (one dict per trial)."""
     import ray  # lazy: ray

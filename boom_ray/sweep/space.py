@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray.config import MergeSpec, RunConfig
+from boom_ray.config import MergeSpec, BoomConfig
 from boom_ray.errors import BoomError
 from boom_ray.merge.executor import check_inputs
 from boom_ray.merge.io import index_model
@@ -27,7 +27,7 @@ class SweepError(BoomError):
     """A sweep that cannot run or finish; the message says what to change."""
 
 
-def trial_resources(cfg: RunConfig) -> dict[str, float]:
+def trial_resources(cfg: BoomConfig) -> dict[str, float]:
     """One trial's Tune bundle: `sweep.trial_cpus`, plus `eval.encoder_gpus` where the trial embeds
     the dev suites on a GPU (it embeds them itself, in its own process)."""
     resources = {"cpu": float(cfg.sweep.trial_cpus)}
@@ -36,7 +36,7 @@ def trial_resources(cfg: RunConfig) -> dict[str, float]:
     return resources
 
 
-def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> MergeRequest:
+def merge_request(cfg: BoomConfig, method: str, weights: dict[str, float]) -> MergeRequest:
     """The request of one trial: the bags with these weights, merged by `method`.
 
     Base model, parameters and dtype come from the first `merge.merges` entry of that method;
@@ -52,7 +52,7 @@ def merge_request(cfg: RunConfig, method: str, weights: dict[str, float]) -> Mer
     return run_requests(one)[0][1]
 
 
-def check_methods(cfg: RunConfig, bags: list[str]) -> None:
+def check_methods(cfg: BoomConfig, bags: list[str]) -> None:
     """Fail before Tune starts when a method cannot merge these bags (base, counts, parameters,
     a base whose tensors differ from the bag exports')."""
     for method in cfg.sweep.methods:
@@ -66,7 +66,7 @@ def check_methods(cfg: RunConfig, bags: list[str]) -> None:
             _check_base_matches(cfg, method, request)
 
 
-def _check_base_matches(cfg: RunConfig, method: str, request: MergeRequest) -> None:
+def _check_base_matches(cfg: BoomConfig, method: str, request: MergeRequest) -> None:
     """Every trial would fail the merge's tensor check if the base is saved differently from the
     bag exports (the fallback, `model.name_or_path`, usually is: a raw HF checkpoint, not an
     export); say so once, with the fix. Remote inputs are left to each trial's check."""
@@ -85,12 +85,12 @@ def _check_base_matches(cfg: RunConfig, method: str, request: MergeRequest) -> N
                          "exports (for example one of the bag models)") from None
 
 
-def default_grid(cfg: RunConfig) -> list[float]:
+def default_grid(cfg: BoomConfig) -> list[float]:
     lo, hi = cfg.sweep.weight_range
     return list(cfg.sweep.weight_grid or ([lo] if lo == hi else [lo, hi]))
 
 
-def search_space(cfg: RunConfig, bags: list[str]) -> dict[str, Any]:
+def search_space(cfg: BoomConfig, bags: list[str]) -> dict[str, Any]:
     """Tune param space: {"method": ..., "weights": {bag: ...}} as `sweep.search` asks."""
     from ray import tune  # lazy: ray
 
@@ -111,7 +111,7 @@ def search_space(cfg: RunConfig, bags: list[str]) -> dict[str, Any]:
     return {"method": method, "weights": weights}
 
 
-def searcher(cfg: RunConfig):
+def searcher(cfg: BoomConfig):
     """Tune search algorithm for optuna / hyperopt (None for grid and random)."""
     sweep = cfg.sweep
     if sweep.search in ("grid", "random"):
@@ -134,7 +134,7 @@ def searcher(cfg: RunConfig):
     return alg
 
 
-def sweep_key(cfg: RunConfig, bags: dict[str, tuple[str, float]]) -> str:
+def sweep_key(cfg: BoomConfig, bags: dict[str, tuple[str, float]]) -> str:
     """Hash of what defines the sweep: same key = same experiment, which a re-run resumes.
 
     Resources (trial CPUs, concurrency, merge memory) are left out, so a sweep whose trials failed

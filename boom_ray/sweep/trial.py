@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.eval.dev_sample import sample_suite
 from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.eval.results import score
@@ -85,7 +85,7 @@ def parameter_targets(embedder):
     return target
 
 
-def dev_suites(cfg: RunConfig, stage: str):
+def dev_suites(cfg: BoomConfig, stage: str):
     """The dev suites, loaded once per process; sampled for the first ASHA rung."""
     if stage not in _SUITES:
         full = _SUITES.setdefault(FULL, load_suites(cfg.eval.dev_suites))
@@ -93,7 +93,7 @@ def dev_suites(cfg: RunConfig, stage: str):
     return _SUITES[stage]
 
 
-def make_trainable(cfg: RunConfig, experiment_uri: str):
+def make_trainable(cfg: BoomConfig, experiment_uri: str):
     """The Tune function trainable of this sweep (a closure: cloudpickled with `cfg`); its
     `inputs` come through `tune.with_parameters`."""
     # Embed in the trial's own process and resources: an encoder actor pool started from inside a

@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 
 from boom_ray import __version__
 from boom_ray.cards.write import bag_data, write_export_card
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.corpus.bags import bag_dir, read_bag, read_manifest
 from boom_ray.model.st_format import set_prompts
 from boom_ray.runtime import storage
@@ -43,7 +43,7 @@ def model_dir(workdir: str, bag: str) -> str:
     return posixpath.join(workdir, "models", bag)
 
 
-def train_request(cfg: RunConfig, bag: str, bag_manifest: dict | None, precision: str) -> dict[str, Any]:
+def train_request(cfg: BoomConfig, bag: str, bag_manifest: dict | None, precision: str) -> dict[str, Any]:
     """Everything that determines a bag's trained weights."""
     train = {k: v for k, v in cfg.train.model_dump().items() if k not in _NOT_IN_REQUEST}
     train["precision"] = precision

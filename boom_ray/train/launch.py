@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from boom_ray.config import RunConfig, TrainConfig, explicit_settings
+from boom_ray.config import BoomConfig, TrainConfig, explicit_settings
 from boom_ray.corpus.bags import bag_dir, read_manifest, run_bags
 from boom_ray.errors import BoomError
 from boom_ray.runtime import storage
@@ -64,7 +64,7 @@ class BagResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def bags_to_train(cfg: RunConfig, only: list[str] | None = None) -> list[str]:
+def bags_to_train(cfg: BoomConfig, only: list[str] | None = None) -> list[str]:
     """`--bags`, else `train.bags`, else every bag of the run (`data.bags.run_bags`)."""
     names = only or cfg.train.bags or list(run_bags(cfg))
     return list(dict.fromkeys(names))
@@ -111,8 +111,8 @@ def train_runs_dir(workdir: str) -> str:
     return posixpath.join(root, "train_runs")
 
 
-def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig  # lazy: ray
+def _make_trainer(cfg: BoomConfig, job: dict[str, Any], storage_path: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # lazy: ray
     from ray.train.torch import TorchTrainer  # lazy: ray, torch
 
     from boom_ray.train.loop import train_loop  # lazy: torch, ray (the workers' loop; boom plan imports launch)
@@ -123,7 +123,7 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
         train_loop_config=job,
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                      resources_per_worker=resources_per_worker(train)),
-        run_config=TrainRunConfig(
+        run_config=RunConfig(
             name=job["run_name"], storage_path=storage_path,
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -131,7 +131,7 @@ def _make_trainer(cfg: RunConfig, job: dict[str, Any], storage_path: str):
     )
 
 
-def prepare_job(cfg: RunConfig, bag: str) -> dict[str, Any]:
+def prepare_job(cfg: BoomConfig, bag: str) -> dict[str, Any]:
     """What one bag's workers need, and the request its export will carry."""
     uri = bag_dir(cfg.workdir, bag)
     manifest = read_manifest(uri)
@@ -180,7 +180,7 @@ def plan_resume(job: dict[str, Any], storage_path: str, say: Say = print_notice)
     job["resume_from"] = {"uri": other["uri"], "universal": how == "universal", "run": other["run"]}
 
 
-def train_bag(cfg: RunConfig, bag: str, storage_path: str, force: bool = False, view=None) -> BagResult:
+def train_bag(cfg: BoomConfig, bag: str, storage_path: str, force: bool = False, view=None) -> BagResult:
     """Train one bag to its export (blocking); never raises, the result says what happened.
     `force` retrains even when a matching export exists (`boom run --from train`); `view`: the
     stage's :class:`~boom_ray.train.progress.LiveView` (None: print, as `--verbose` does)."""
@@ -249,7 +249,7 @@ def _remove_run_dir(storage_path: str, name: str) -> None:
         log.warning("could not remove %s/%s: %s", storage_path, name, exc)
 
 
-def train_bags(cfg: RunConfig, bags: list[str] | None = None, max_concurrent: int | None = None,
+def train_bags(cfg: BoomConfig, bags: list[str] | None = None, max_concurrent: int | None = None,
                force: bool = False) -> list[BagResult]:
     """Train `bags` (default: every bag of the run) concurrently; results in bag order.
 

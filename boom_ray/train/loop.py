@@ -26,7 +26,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.errors import BoomError
 from boom_ray.losses.objective import training_loss
 from boom_ray.model.embedder import Embedder
@@ -68,7 +68,7 @@ def log_rank0(message: str, notice: bool = False, **metrics: Any) -> None:
         print(message, flush=True)
 
 
-def load_options(cfg: RunConfig, on_gpu: bool) -> dict[str, Any]:
+def load_options(cfg: BoomConfig, on_gpu: bool) -> dict[str, Any]:
     """dtype and attention kernel for from_pretrained. The loaded weights are the master
     weights: fp32 unless `model.dtype` says otherwise (transformers 5 would load Qwen3 in its
     stored bf16, where AdamW's small updates vanish); DeepSpeed makes the bf16/fp16 compute copy."""
@@ -81,7 +81,7 @@ def load_options(cfg: RunConfig, on_gpu: bool) -> dict[str, Any]:
     return {"dtype": dtype if dtype == "auto" else getattr(torch, dtype), "attn_implementation": attn}
 
 
-def build_embedder(cfg: RunConfig, on_gpu: bool):
+def build_embedder(cfg: BoomConfig, on_gpu: bool):
     """The embedder to train: base weights, gradient checkpointing, optional LoRA adapters."""
     embedder = Embedder.from_pretrained(cfg.model.name_or_path, cfg.model, **load_options(cfg, on_gpu))
     embedder.matryoshka_dims = cfg.train.matryoshka_dims or embedder.matryoshka_dims
@@ -97,7 +97,7 @@ def build_embedder(cfg: RunConfig, on_gpu: bool):
     return embedder
 
 
-def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
+def make_optimizer_and_schedule(embedder, cfg: BoomConfig, total_steps: int):
     """AdamW over the trainable parameters, and warmup + linear/cosine decay as a LambdaLR."""
     params = [p for p in embedder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
@@ -107,7 +107,7 @@ def make_optimizer_and_schedule(embedder, cfg: RunConfig, total_steps: int):
     return optimizer, schedule
 
 
-def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool, universal: bool = False) -> Setup:
+def setup_model_and_engine(cfg: BoomConfig, bag: str, bag_uri: str, on_gpu: bool, universal: bool = False) -> Setup:
     """Embedder, feed and DeepSpeed engine; `universal`: the engine will load a universal checkpoint."""
     import deepspeed  # lazy: deepspeed, picks an accelerator on import: workers only, not the driver
 
@@ -150,7 +150,7 @@ def setup_model_and_engine(cfg: RunConfig, bag: str, bag_uri: str, on_gpu: bool,
     return Setup(embedder, engine, ds_config, accumulation, total_steps, feed)
 
 
-def metrics_sink(cfg: RunConfig, setup: Setup, state: TrainState, attempt_start: float) -> MetricsSink:
+def metrics_sink(cfg: BoomConfig, setup: Setup, state: TrainState, attempt_start: float) -> MetricsSink:
     """The one sink of this rank's step records: the console and the bag's log file (rank 0),
     and Ray Train, which gets a record with a checkpoint every `train.checkpoint_every` steps but
     the last (the export follows it). `state` is read when a checkpoint is saved."""
@@ -164,7 +164,7 @@ def metrics_sink(cfg: RunConfig, setup: Setup, state: TrainState, attempt_start:
     return progress.worker_sink(_ctx().get_world_rank(), report)
 
 
-def train_steps(cfg: RunConfig, setup: Setup, state: TrainState, sink: MetricsSink) -> float | None:
+def train_steps(cfg: BoomConfig, setup: Setup, state: TrainState, sink: MetricsSink) -> float | None:
     """Optimizer steps from `state.step` to the end; returns the final (windowed) loss. A step
     that is logged (every `train.log_every`, a checkpoint's, the last) sends one record to `sink`."""
     engine, feed, ga, total, train = setup.engine, setup.feed, setup.accumulation, setup.total_steps, cfg.train
@@ -249,7 +249,7 @@ def _float(value) -> float | None:
     return None if value is None else float(value)
 
 
-def export_model(cfg: RunConfig, bag: str, setup: Setup, state: TrainState, final_loss: float | None,
+def export_model(cfg: BoomConfig, bag: str, setup: Setup, state: TrainState, final_loss: float | None,
                  attempt_start: float, job: dict[str, Any]) -> None:
     """Write `<workdir>/models/<bag>/` from rank 0; under ZeRO-3 every rank takes part in the
     gathering (collective), one parameter at a time unless LoRA adapters must be merged."""
@@ -295,7 +295,7 @@ def train_loop(job: dict[str, Any]) -> None:
     """Ray Train worker entry point. `job`: the run config (as a dict), the bag, its URI, the
     request (and its hash) the export will carry, and the driver's start time."""
     job = {**job, "worker_started": time.time()}  # this attempt's start, before setup (for the manifest)
-    cfg = RunConfig.model_validate(job["config"])
+    cfg = BoomConfig.model_validate(job["config"])
     bag = job["bag"]
     progress.connect(job.get("progress"), bag)
     attempt_start = time.monotonic()

@@ -5,7 +5,7 @@ per cluster of tasks (then merged), and with single full-corpus models trained w
 shuffling, sequentially (task after task) or in two stages. One run config covers one cell: one
 bag strategy and one schedule. A grid file names a base run and its cells as dotted overrides:
 
-    run:            # a whole run config (RunConfig), shared by every cell
+    run:            # a whole run config (BoomConfig), shared by every cell
       workdir: runs/paper-ablations
       ...
     cells:          # cell name -> overrides of `run` (the `boom --set` syntax, as a mapping)
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from boom_ray.config import ConfigError, RunConfig, derive, read_yaml, set_dotted, validate_config
+from boom_ray.config import ConfigError, BoomConfig, derive, read_yaml, set_dotted, validate_config
 from boom_ray.config.units import check_folder_name
 from boom_ray.eval.report import evaluate_run
 from boom_ray.runtime import storage
@@ -34,12 +34,12 @@ from boom_ray.workflows.pipeline import run_pipeline
 
 @dataclass
 class Grid:
-    run: RunConfig
-    cells: dict[str, RunConfig]
+    run: BoomConfig
+    cells: dict[str, BoomConfig]
     source: str
 
 
-def _cell_config(run: RunConfig, name: str, overrides: Any, source: str) -> RunConfig:
+def _cell_config(run: BoomConfig, name: str, overrides: Any, source: str) -> BoomConfig:
     try:
         check_folder_name(name, "cell name")
     except ValueError as exc:

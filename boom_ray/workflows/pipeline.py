@@ -17,7 +17,7 @@ import time
 from importlib import metadata
 from typing import Any, Sequence
 
-from boom_ray.config import STAGES, RunConfig
+from boom_ray.config import STAGES, BoomConfig
 from boom_ray.errors import BoomError
 from boom_ray.runtime import leftovers, storage
 from boom_ray.runtime.ray_session import announce_logs, init_ray
@@ -38,7 +38,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def check_runnable(cfg: RunConfig, from_stage: str | None = None) -> None:
+def check_runnable(cfg: BoomConfig, from_stage: str | None = None) -> None:
     """Refuse a run that could only fail late: an unknown stage, no suite to evaluate on."""
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"unknown stage {from_stage!r}; stages are {', '.join(STAGES)}")
@@ -47,7 +47,7 @@ def check_runnable(cfg: RunConfig, from_stage: str | None = None) -> None:
                         "need at least one suite")
 
 
-def run_stages(cfg: RunConfig, stages: Sequence[Stage], from_stage: str | None = None) -> dict[str, Any]:
+def run_stages(cfg: BoomConfig, stages: Sequence[Stage], from_stage: str | None = None) -> dict[str, Any]:
     """Run `stages` in order, forcing `from_stage` and every later one; returns the run manifest.
 
     `<workdir>/run.json` is rewritten after every stage; the first failed stage (or an interrupt)
@@ -85,7 +85,7 @@ def run_stages(cfg: RunConfig, stages: Sequence[Stage], from_stage: str | None =
     return manifest
 
 
-def run_pipeline(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]:
+def run_pipeline(cfg: BoomConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run every stage of BOOM in order; returns the run manifest (also <workdir>/run.json)."""
     check_runnable(cfg, from_stage)
     init_ray(cfg.ray)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from boom_ray.config import RunConfig, derive
+from boom_ray.config import BoomConfig, derive
 from boom_ray.errors import BoomError
 from boom_ray.eval.report import (RunModel, evaluate_run_with_variants, render_chart, render_markdown, run_models,
                                   write_report)
@@ -37,7 +37,7 @@ KIND_ORDER = ("base", "bag", "merge")
 @dataclass(frozen=True)
 class Repeat:
     name: str
-    cfg: RunConfig
+    cfg: BoomConfig
     bagging_seed: int
     train_seed: int
 
@@ -46,7 +46,7 @@ def repeat_name(k: int) -> str:
     return f"repeat-{k}"
 
 
-def repeat_configs(cfg: RunConfig) -> list[Repeat]:
+def repeat_configs(cfg: BoomConfig) -> list[Repeat]:
     """The runs of `cfg`: with repeats == 1, the run itself; else one per repeat, in its own folder
     with seeds + k and the shared evaluation cache. Pure."""
     if cfg.repeats == 1:
@@ -110,7 +110,7 @@ def repeats_table(entries: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_repeats_report(cfg: RunConfig, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def write_repeats_report(cfg: BoomConfig, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """`<workdir>/report.md` + `report.png` over the repeats (`entries`: repeats.json's, each with
     "name" and "status"); the usable repeats' results come from their evaluation caches. Returns
     {"report_md", "report_png" (None without a usable repeat), "markdown", "evidence", "results"}."""
@@ -150,7 +150,7 @@ def write_repeats_report(cfg: RunConfig, entries: Sequence[dict[str, Any]]) -> d
             "results": means}
 
 
-def run_repeats(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]:
+def run_repeats(cfg: BoomConfig, from_stage: str | None = None) -> dict[str, Any]:
     """Run every repeat's pipeline in turn (a failed one does not stop the others), then the
     top-level report; returns repeats.json's content ({"repeats": [entry], "failed": [names],
     "report_md", "report_png"}). With repeats == 1: `run_pipeline` on the work dir itself."""
@@ -187,7 +187,7 @@ def run_repeats(cfg: RunConfig, from_stage: str | None = None) -> dict[str, Any]
     return summary
 
 
-def read_summary(cfg: RunConfig) -> dict[str, Any]:
+def read_summary(cfg: BoomConfig) -> dict[str, Any]:
     """repeats.json of a run with repeats; a BoomError when `boom run` has not written it yet."""
     fs, root = storage.resolve(cfg.workdir)
     summary = storage.read_json_or_none(fs, storage.join(root, SUMMARY))
@@ -196,7 +196,7 @@ def read_summary(cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def report_run(cfg: RunConfig) -> dict[str, Any]:
+def report_run(cfg: BoomConfig) -> dict[str, Any]:
     """`boom report`: the report over the repeats that `boom run --repeats N` recorded in
     repeats.json, else the run's own report (write_report's result either way)."""
     fs, root = storage.resolve(cfg.workdir)

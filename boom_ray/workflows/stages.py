@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.corpus.bag_stage import format_summary, run_bagging
 from boom_ray.errors import BoomError
 from boom_ray.eval.report import evaluate_run, write_report
@@ -82,14 +82,14 @@ class Stage:
 
     name: str = ""
 
-    def work(self, cfg: RunConfig, force: bool) -> Work:
+    def work(self, cfg: BoomConfig, force: bool) -> Work:
         raise NotImplementedError
 
     def failure(self, failed: list[str]) -> BoomError:
         """The error a failed unit ends the run with."""
         return StageFailed(f"stage {self.name} failed for {', '.join(failed)}")
 
-    def run(self, cfg: RunConfig, force: bool = False) -> StageResult:
+    def run(self, cfg: BoomConfig, force: bool = False) -> StageResult:
         """Do the work (`force`: redo units that are up to date) and decide the status by the
         one rule. An exception becomes a failed result carrying it; an interrupt passes through."""
         start = time.perf_counter()
@@ -109,7 +109,7 @@ class BagStage(Stage):
 
     name = "bag"
 
-    def work(self, cfg: RunConfig, force: bool) -> Work:
+    def work(self, cfg: BoomConfig, force: bool) -> Work:
         outcome = run_bagging(cfg, force=force)
         print(format_summary(cfg, outcome))
         return Work({bag: SKIPPED if state == "up to date" else DONE for bag, state in outcome.bags.items()},
@@ -126,7 +126,7 @@ class TrainStage(Stage):
 
     name = "train"
 
-    def work(self, cfg: RunConfig, force: bool) -> Work:
+    def work(self, cfg: BoomConfig, force: bool) -> Work:
         results = train_bags(cfg, force=force)
         print(summary_table(results), flush=True)
         return Work({r.bag: TRAINED[r.status] for r in results},
@@ -143,7 +143,7 @@ class MergeStage(Stage):
 
     name = "merge"
 
-    def work(self, cfg: RunConfig, force: bool) -> Work:
+    def work(self, cfg: BoomConfig, force: bool) -> Work:
         manifests = run_merges(cfg, force=force)
         outs = [out for out, _ in run_requests(cfg)]
         for out, manifest in zip(outs, manifests):
@@ -158,7 +158,7 @@ class EvalStage(Stage):
 
     name = "eval"
 
-    def work(self, cfg: RunConfig, force: bool) -> Work:
+    def work(self, cfg: BoomConfig, force: bool) -> Work:
         results = evaluate_run(cfg, force=force)
         return Work({model: DONE for model in results}, {"models": sorted(results)})
 
@@ -168,7 +168,7 @@ class ReportStage(Stage):
 
     name = "report"
 
-    def work(self, cfg: RunConfig, force: bool) -> Work:
+    def work(self, cfg: BoomConfig, force: bool) -> Work:
         out = write_report(cfg)
         print(out["markdown"])
         print(f"report: {out['report_md']} and {out['report_png']}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from boom_ray.config import STAGES, ConfigError, RunConfig, validate_config
+from boom_ray.config import STAGES, ConfigError, BoomConfig, validate_config
 from boom_ray.corpus.bags import run_bags
 from boom_ray.runtime import leftovers, storage
 from boom_ray.train.runs import STATE_FILE
@@ -31,7 +31,7 @@ def _latest_checkpoint_step(fs: pafs.FileSystem, run_dir: str) -> int | None:
     return max(steps) if steps else None
 
 
-def bag_status(cfg: RunConfig, fs: pafs.FileSystem, root: str, bag: str, run_record: dict[str, Any]) -> dict:
+def bag_status(cfg: BoomConfig, fs: pafs.FileSystem, root: str, bag: str, run_record: dict[str, Any]) -> dict:
     bagged = storage.exists(fs, storage.join(root, "bags", bag, "manifest.json"))
     export = storage.read_json_or_none(fs, storage.join(root, "models", bag, "boom_train.json"))
     if export is not None:
@@ -46,7 +46,7 @@ def bag_status(cfg: RunConfig, fs: pafs.FileSystem, root: str, bag: str, run_rec
     return {"bag": bag, "bagged": bagged, "state": state, "step": step, "loss": None}
 
 
-def config_of_workdir(workdir: str) -> RunConfig:
+def config_of_workdir(workdir: str) -> BoomConfig:
     """The config a work dir's run.json recorded, with `workdir` as given (the folder may have
     moved since): `boom status WORKDIR` needs no config file."""
     fs, root = storage.resolve(workdir)
@@ -56,7 +56,7 @@ def config_of_workdir(workdir: str) -> RunConfig:
     return validate_config({**record["config"], "workdir": workdir})
 
 
-def run_status(cfg: RunConfig) -> dict[str, Any]:
+def run_status(cfg: BoomConfig) -> dict[str, Any]:
     """Everything `boom status` prints, as data."""
     fs, root = storage.resolve(cfg.workdir)
     if not storage.is_dir(fs, root):

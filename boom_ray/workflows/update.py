@@ -29,7 +29,7 @@ import ray
 
 from boom_ray import __version__
 from boom_ray.cards.write import write_update_card
-from boom_ray.config import RunConfig, bag_name, derive
+from boom_ray.config import BoomConfig, bag_name, derive
 from boom_ray.corpus.bag_stage import run_bagging
 from boom_ray.corpus.bags import bag_dir, read_manifest
 from boom_ray.errors import BoomError
@@ -53,7 +53,7 @@ class UpdateError(BoomError):
     pass
 
 
-def sample_sources(cfg: RunConfig) -> tuple[str, str]:
+def sample_sources(cfg: BoomConfig) -> tuple[str, str]:
     """Bag the old corpus at `history_ratio` and validate the new one; returns both bag URIs."""
     assert cfg.update is not None
     history = derive(cfg, {"workdir": posixpath.join(cfg.workdir, "history"),
@@ -68,7 +68,7 @@ def sample_sources(cfg: RunConfig) -> tuple[str, str]:
             bag_dir(new.workdir, bag_name(1.0)))
 
 
-def mix_bags(cfg: RunConfig, history_uri: str, new_uri: str) -> dict[str, Any]:
+def mix_bags(cfg: BoomConfig, history_uri: str, new_uri: str) -> dict[str, Any]:
     """`<workdir>/bags/update/`: the history sample and the new data side by side, one manifest.
 
     Tasks keep their names, so a task present in both corpora trains as one task."""
@@ -108,7 +108,7 @@ def default_weights(mix: dict[str, Any]) -> tuple[float, float]:
     return mix["rows"]["old_corpus"] / 1e6, mix["rows"]["new_corpus"] / 1e6
 
 
-def training_cost(cfg: RunConfig, mix: dict[str, Any], export: dict[str, Any]) -> dict[str, Any]:
+def training_cost(cfg: BoomConfig, mix: dict[str, Any], export: dict[str, Any]) -> dict[str, Any]:
     """Tokens the update processed against an estimate for retraining every bag on old + new data:
     the same tokens per row, times (old + new rows) x the sum of the bag ratios."""
     rows_per_epoch = mix["rows"]["selected"]
@@ -126,7 +126,7 @@ ALIGNED_FROM = ".boom_aligned_from.json"
 copy it into its output)."""
 
 
-def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> str:
+def aligned_current_model(cfg: BoomConfig, current: str, update_model: str) -> str:
     """The current model with the same tensors as the update export.
 
     A model saved by another transformers version may carry buffers the export does not (e.g.
@@ -156,7 +156,7 @@ def aligned_current_model(cfg: RunConfig, current: str, update_model: str) -> st
     return aligned
 
 
-def run_update(cfg: RunConfig) -> dict[str, Any]:
+def run_update(cfg: BoomConfig) -> dict[str, Any]:
     """The whole update (module docstring); returns what it writes to <workdir>/update.json."""
     if cfg.update is None:
         raise UpdateError("the config has no `update` section (current_model, old_corpus, ...)")

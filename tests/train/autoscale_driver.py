@@ -25,7 +25,7 @@ def _nodes():
 def main(address: str, workdir: str, model: str, out: str) -> None:
     import ray
 
-    from boom_ray.config import RunConfig
+    from boom_ray.config import BoomConfig
     from boom_ray.train.export import read_export_manifest
     from boom_ray.train.launch import train_bags
     from tests.train.bagtools import learnable_rows, run_config, write_bag
@@ -33,7 +33,7 @@ def main(address: str, workdir: str, model: str, out: str) -> None:
     bags = ["bag20", "bag40", "bag60", "bag80", "bag100"]
     for i, bag in enumerate(bags):
         write_bag(workdir, bag, {"words": learnable_rows(16, 100 + i)})
-    cfg = RunConfig.model_validate(run_config(workdir, model, bags, max_steps=10, log_every=5, num_workers=1,
+    cfg = BoomConfig.model_validate(run_config(workdir, model, bags, max_steps=10, log_every=5, num_workers=1,
                                               cpus_per_worker=1, zero_stage=0))
     ray.init(address=address, log_to_driver=False,
              runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}})

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.train.export import read_export_manifest
 from boom_ray.train.launch import train_bags
 from tests.train.bagtools import learnable_rows, run_config, write_bag
@@ -132,7 +132,7 @@ def test_bags_queue_on_a_cluster_too_small_for_two_and_ray_data_keeps_running(ra
     bags = ["bag20", "bag40"]  # two are enough to queue; each more costs a Ray Train start-up retry
     for i, bag in enumerate(bags):
         write_bag(tmp_path, bag, {"words": learnable_rows(16, 200 + i)})
-    cfg = RunConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, bags, max_steps=2, log_every=1,
+    cfg = BoomConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, bags, max_steps=2, log_every=1,
                                               num_workers=1, cpus_per_worker=1.5, zero_stage=0))
     thread, box = in_thread(train_bags, cfg)
     time.sleep(2)

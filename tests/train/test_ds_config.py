@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from boom_ray.config import RunConfig, TrainConfig
+from boom_ray.config import BoomConfig, TrainConfig
 from boom_ray.train.ds_config import (DeepSpeedConfigError, deepspeed_config, load_user_config, lr_factor,
                                       precision_of, resolve_precision, warmup_steps)
 from boom_ray.train.export import request_hash, train_request
@@ -80,7 +80,7 @@ def test_schedule_warms_up_linearly_then_decays_to_zero():
 
 
 def _cfg(**train):
-    return RunConfig.model_validate({"workdir": "/tmp/w", "corpus": {"path": "/tmp/c"}, "train": train})
+    return BoomConfig.model_validate({"workdir": "/tmp/w", "corpus": {"path": "/tmp/c"}, "train": train})
 
 
 def test_request_ignores_resources_but_not_what_changes_weights():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from boom_ray.config import RunConfig, load_config
+from boom_ray.config import BoomConfig, load_config
 from boom_ray.errors import BoomError
 from boom_ray.train.launch import train_bags
 from boom_ray.train.loop import build_embedder, load_options
@@ -49,19 +49,19 @@ def test_load_options_reach_from_pretrained_and_refuse_contradictions(bf16_qwen3
     import torch
 
     raw = run_config(tmp_path, bf16_qwen3, ["bag20"])
-    fp32 = RunConfig.model_validate(raw)
+    fp32 = BoomConfig.model_validate(raw)
     embedder = build_embedder(fp32, on_gpu=False)
     assert {p.dtype for p in embedder.parameters()} == {torch.float32}  # stored bf16, trained fp32
     assert embedder.model.config._attn_implementation == "sdpa"
-    stored = RunConfig.model_validate({**raw, "model": {**raw["model"], "dtype": "auto", "attn_implementation": "eager"},
+    stored = BoomConfig.model_validate({**raw, "model": {**raw["model"], "dtype": "auto", "attn_implementation": "eager"},
                                        "train": {**raw["train"], "precision": "bf16"}})
     embedder = build_embedder(stored, on_gpu=False)
     assert {p.dtype for p in embedder.parameters()} == {torch.bfloat16}
     assert embedder.model.config._attn_implementation == "eager"
     with pytest.raises(BoomError, match="fp32 trains float32 weights"):
-        load_options(RunConfig.model_validate({**raw, "model": {**raw["model"], "dtype": "bfloat16"}}), on_gpu=False)
+        load_options(BoomConfig.model_validate({**raw, "model": {**raw["model"], "dtype": "bfloat16"}}), on_gpu=False)
     with pytest.raises(BoomError, match="flash_attention_2 needs"):
-        load_options(RunConfig.model_validate({**raw, "model": {**raw["model"],
+        load_options(BoomConfig.model_validate({**raw, "model": {**raw["model"],
                                                                 "attn_implementation": "flash_attention_2"}}), False)
 
 
@@ -71,7 +71,7 @@ def test_fp32_training_from_a_bf16_checkpoint_keeps_fp32_weights_and_one_step_mo
     from safetensors.torch import load_file
 
     write_bag(tmp_path, "bag20", {"words": learnable_rows(16, 4)})
-    cfg = RunConfig.model_validate(run_config(tmp_path, bf16_qwen3, ["bag20"], max_steps=1, warmup_ratio=0.0,
+    cfg = BoomConfig.model_validate(run_config(tmp_path, bf16_qwen3, ["bag20"], max_steps=1, warmup_ratio=0.0,
                                               learning_rate=1e-5, precision="fp32"))
     [res] = train_bags(cfg)
     assert res.status == "trained", res.error
@@ -111,7 +111,7 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
         raw = run_config(work, tiny_qwen3_path, ["bag80"], max_steps=24, checkpoint_every=4, log_every=4,
                          max_failures=1, global_batch_size=4, group_size=2)
         raw["model"]["lora"] = {"r": 4, "alpha": 8, "dropout": 0.1}
-        return RunConfig.model_validate(raw)
+        return BoomConfig.model_validate(raw)
 
     [plain] = train_bags(cfg(tmp_path / "plain"))
     [resumed], killed = train_and_kill_after_first_checkpoint(train_bags, tmp_path / "killed",

@@ -144,11 +144,11 @@ def test_ray_data_driver_lines_stay_off_the_console_unless_verbose(monkeypatch):
 
 
 def test_a_failing_bag_is_one_line_on_the_console_and_the_whole_error_in_its_log(ray_session, tmp_path, capsys):
-    from boom_ray.config import RunConfig
+    from boom_ray.config import BoomConfig
     from boom_ray.train.launch import train_bags
     from tests.train.bagtools import run_config
 
-    cfg = RunConfig.model_validate(run_config(tmp_path, tmp_path / "no-model", ["bag60"]))
+    cfg = BoomConfig.model_validate(run_config(tmp_path, tmp_path / "no-model", ["bag60"]))
     [result] = train_bags(cfg)  # the bag was never written: fails before any trainer starts
     out, err = capsys.readouterr()
     assert result.status == "failed"

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.train.export import read_export_manifest
 from boom_ray.train.launch import prepare_job, train_bags
 from tests.train.bagtools import learnable_rows, run_config, write_bag
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _cfg(work, model, **train):
-    return RunConfig.model_validate(run_config(work, model, ["bag40"], max_steps=16, checkpoint_every=4,
+    return BoomConfig.model_validate(run_config(work, model, ["bag40"], max_steps=16, checkpoint_every=4,
                                                log_every=4, max_failures=0, **train))
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from boom_ray.config import RunConfig
+from boom_ray.config import BoomConfig
 from boom_ray.train.export import export_matches, read_export_manifest
 from boom_ray.train.launch import prepare_job, train_bags
 from tests.train.bagtools import learnable_rows, run_config, write_bag
@@ -41,7 +41,7 @@ def two_bags(ray_session, tiny_qwen3_path, tmp_path_factory):
     work = tmp_path_factory.mktemp("two_bags")
     write_bag(work, "bag20", {"words/a": learnable_rows(48, 1), "words/b": learnable_rows(24, 2)})
     write_bag(work, "bag100", {"words/a": learnable_rows(64, 3)})
-    cfg = RunConfig.model_validate(run_config(work, tiny_qwen3_path, ["bag20", "bag100"], max_steps=30))
+    cfg = BoomConfig.model_validate(run_config(work, tiny_qwen3_path, ["bag20", "bag100"], max_steps=30))
     t0 = time.time()
     thread, box = in_thread(train_bags, cfg)
     most_workers = 0
@@ -85,10 +85,10 @@ def test_bags_whose_export_matches_are_skipped(two_bags):
     again = train_bags(cfg)
     assert [r.status for r in again] == ["skipped", "skipped"]
     assert time.time() - t0 < 30
-    changed = RunConfig.model_validate({**cfg.model_dump(), "train": {**cfg.train.model_dump(), "learning_rate": 1e-4}})
+    changed = BoomConfig.model_validate({**cfg.model_dump(), "train": {**cfg.train.model_dump(), "learning_rate": 1e-4}})
     assert not export_matches(cfg.workdir, "bag20", prepare_job(changed, "bag20")["request_hash"])
     # resources are not part of the request: more workers would still skip
-    more = RunConfig.model_validate({**cfg.model_dump(), "train": {**cfg.train.model_dump(), "num_workers": 2}})
+    more = BoomConfig.model_validate({**cfg.model_dump(), "train": {**cfg.train.model_dump(), "num_workers": 2}})
     assert export_matches(cfg.workdir, "bag20", prepare_job(more, "bag20")["request_hash"])
 
 
@@ -107,7 +107,7 @@ def test_two_workers_zero3_cross_device_negatives_export_reloads(ray_session, ti
 
     write_bag(tmp_path, "bag40", {"words": learnable_rows(48, 5)})
     # 48 rows / 8 = 6 batches an epoch, 2 accumulated per step: 6 steps run 2 epochs
-    cfg = RunConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, ["bag40"], num_workers=2, zero_stage=3,
+    cfg = BoomConfig.model_validate(run_config(tmp_path, tiny_qwen3_path, ["bag40"], num_workers=2, zero_stage=3,
                                               max_steps=6, checkpoint_every=3, log_every=3,
                                               gradient_accumulation_steps=2))
     [result] = train_bags(cfg)
@@ -142,7 +142,7 @@ def test_killed_worker_resumes_from_last_checkpoint_and_ends_at_the_right_step(r
     raw = run_config(tmp_path, tiny_qwen3_path, ["bag80"], max_steps=60, checkpoint_every=5, log_every=5,
                      max_failures=2, global_batch_size=4, group_size=2)
     raw["model"]["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0}
-    cfg = RunConfig.model_validate(raw)
+    cfg = BoomConfig.model_validate(raw)
     thread, box = in_thread(train_bags, cfg)
     killed = None
     deadline = time.time() + 240

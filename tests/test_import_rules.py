@@ -124,3 +124,30 @@ print(sorted({m.split(".")[0] for m in sys.modules} & set(%r)))
 def test_cli_merge_and_plan_import_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", FAST_PATHS], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"boom --help, merge/ or plan/ imported {out.strip()}"
+
+
+LAYERS = [
+    ("errors",),
+    ("config",),
+    ("runtime",),
+    ("corpus", "model", "losses", "cards", "demo_data"),
+    ("train", "merge", "eval", "plan"),
+    ("sweep",),
+    ("workflows",),
+    ("cli",),
+]
+"""The README's picture, bottom up: a folder imports (at module level) only its own and lower layers."""
+
+
+def _layer(module: str) -> int:
+    folder = module.split(".")[1] if "." in module else ""
+    for rank, names in enumerate(LAYERS):
+        if folder in names:
+            return rank
+    raise AssertionError(f"{module}: its folder is in no layer of LAYERS; add it where it belongs")
+
+
+def test_dependencies_point_down_the_layers():
+    upward = [f"{m} imports {t}" for m in MODULES if m != "boom_ray"
+              for t in _imports(m)[0] if t != "boom_ray" and _layer(t) > _layer(m)]
+    assert not upward, "imports that point up the layers:\n" + "\n".join(sorted(upward))

@@ -17,6 +17,7 @@ from boom_ray.plan.inputs import KNOWN_MODELS, load_model_shape, read_node_types
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = str(REPO / "jobs" / "configs" / "reference.yaml")
 CLUSTER = str(REPO / "cluster.yaml")
+SAMPLE_CORPUS = REPO / "data" / "wordnet-sample" / "corpus"
 
 
 def _plan(capsys, *argv: str) -> tuple[int, str, str]:
@@ -25,13 +26,20 @@ def _plan(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def _local(tmp_path: Path) -> list[str]:
+    """reference.yaml with a local work dir and the WordNet sample as corpus: offline, each plan of its s3:// paths waits
+    ~6 s for the bucket not to answer. The plan is the same; test_reference_is_tight_... keeps s3://."""
+    return ["--set", f"workdir={tmp_path / 'work'}", "--set", f"corpus.path={SAMPLE_CORPUS}"]
+
+
 def _row(out: str, label: str) -> list[str]:
     line = next(ln for ln in out.splitlines() if ln.startswith(label))
     return line[len(label):].split()
 
 
-def test_reference_on_the_cluster(capsys):
-    code, out, _ = _plan(capsys, "--config", REFERENCE, "--cluster", CLUSTER, "--corpus-rows", "2800000")
+def test_reference_on_the_cluster(capsys, tmp_path):
+    code, out, _ = _plan(capsys, "--config", REFERENCE, "--cluster", CLUSTER, "--corpus-rows", "2800000",
+                         *_local(tmp_path))
     assert code == 0
     assert "8 workers x {CPU: 8, GPU: 1} per bag; 5 bags at once = 40 workers" in out
     assert "gpu_8x_a100    8 workers per node -> 5 nodes" in out
@@ -47,14 +55,14 @@ def test_reference_on_the_cluster(capsys):
     assert int(bag100[3].replace(",", "")) == 10937 * 256 * (512 + 8 * 512)
 
 
-def test_a_sweep_trial_no_node_type_holds_is_named(capsys):
+def test_a_sweep_trial_no_node_type_holds_is_named(capsys, tmp_path):
     code, out, _ = _plan(capsys, "--config", REFERENCE, "--cluster", CLUSTER, "--corpus-rows", "1000",
-                         "--set", "sweep.trial_cpus=128")  # more than any node type has
+                         "--set", "sweep.trial_cpus=128", *_local(tmp_path))  # more than any node type has
     assert code == 0
     assert "sweep trials fit on: no node type (sweep.trial_cpus / eval.encoder_gpus ask for {CPU: 128, GPU: 1}" in out
 
 
-def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys, monkeypatch):
+def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys, monkeypatch, tmp_path):
     corpus_reads = []
     monkeypatch.setattr(plan_inputs, "corpus_rows", lambda cfg: corpus_reads.append(cfg) or ({}, {}))
     code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "80GiB")
@@ -64,7 +72,8 @@ def test_reference_is_tight_on_an_80gb_gpu_without_mini_batches(capsys, monkeypa
     assert _row(out, "fits") == ["yes", "yes"]
     total = [float(v) for v in _row(out, "total")[::2]]
     assert 0.75 * 80 < total[1] <= 0.9 * 80 and total[0] < 0.5 * total[1]  # tight without mini-batches
-    code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "48GiB", "--set", "train.mini_batch_size=null")
+    code, out, _ = _plan(capsys, "--config", REFERENCE, "--gpu-memory", "48GiB", "--set", "train.mini_batch_size=null",
+                         *_local(tmp_path))
     assert "as configured (no mini-batches)" in out and _row(out, "fits")[0] == "NO"
 
 
@@ -112,7 +121,7 @@ def _cpu_only_cluster(tmp_path: Path) -> str:
 
 
 def test_no_node_type_holds_a_worker_is_a_one_line_error(capsys, tmp_path):
-    code, out, err = _plan(capsys, "--config", REFERENCE, "--cluster", _cpu_only_cluster(tmp_path))
+    code, out, err = _plan(capsys, "--config", REFERENCE, "--cluster", _cpu_only_cluster(tmp_path), *_local(tmp_path))
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("boom plan: error: train.gpus_per_worker:"), lines
@@ -121,7 +130,8 @@ def test_no_node_type_holds_a_worker_is_a_one_line_error(capsys, tmp_path):
 
 
 def test_unknown_hub_model_needs_model_config(capsys, tmp_path, tiny_qwen3_path):
-    args = ["--config", REFERENCE, "--gpu-memory", "80GiB", "--set", "model.name_or_path=someone/unknown-model"]
+    args = ["--config", REFERENCE, "--gpu-memory", "80GiB", "--set", "model.name_or_path=someone/unknown-model",
+            *_local(tmp_path)]
     code, _, err = _plan(capsys, *args)
     assert code == 2 and "model.name_or_path" in err and "--model-config" in err
     code, out, _ = _plan(capsys, *args, "--model-config", str(tiny_qwen3_path / "config.json"))
@@ -133,9 +143,10 @@ def test_bad_mini_batch_size_is_a_config_error(capsys):
     assert code == 2 and "train.mini_batch_size" in err and "per-rank batch" in err
 
 
-def test_plan_imports_neither_torch_nor_ray():
+def test_plan_imports_neither_torch_nor_ray(tmp_path):
     code = ("import sys\nfrom boom_ray.cli import main\n"
-            f"rc = main(['plan', '--config', {REFERENCE!r}, '--cluster', {CLUSTER!r}, '--corpus-rows', '1000'])\n"
+            f"rc = main(['plan', '--config', {REFERENCE!r}, '--cluster', {CLUSTER!r}, '--corpus-rows', '1000', "
+            f"'--set', 'workdir={tmp_path}'])\n"
             "bad = [m for m in ('torch', 'ray', 'transformers', 'deepspeed') if m in sys.modules]\n"
             "assert rc == 0 and not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_head(log_path: Path, env: dict) -> tuple[subprocess.Popen, str] | None:
+def _processes_under(temp_dir: str) -> list[int]:
+    """PIDs whose command line names the cluster's temp dir (every Ray process of it does)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and temp_dir.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def _start_head(log_path: Path, env: dict) -> tuple[subprocess.Popen, str, str] | None:
     """One attempt at `ray start --head --block`; None when it exits before taking jobs."""
     port, dashboard = _free_port(), _free_port()
     # Every listening port explicit: other Ray instances on this machine hold the defaults.
@@ -48,7 +61,7 @@ def _start_head(log_path: Path, env: dict) -> tuple[subprocess.Popen, str] | Non
         probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", address, "--", "true"],
                                env=env, capture_output=True, text=True)
         if probe.returncode == 0:
-            return head, address
+            return head, address, temp_dir
         if head.poll() is not None:
             return None
         time.sleep(2)
@@ -71,13 +84,17 @@ def ray_head(tmp_path):
             break
     else:
         pytest.fail(f"ray start exited three times: {log_path.read_text()[-2000:]}")
-    head, address = started
+    head, address, temp_dir = started
     yield address, env
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+    # The cluster is thrown away: SIGKILL its whole session at once (a graceful `ray start --block`
+    # shutdown took 33 s here), then its temp dir; nothing of it may outlive the test.
+    os.killpg(head.pid, signal.SIGKILL)
+    head.wait(timeout=60)
+    deadline = time.time() + 30
+    while _processes_under(temp_dir) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _processes_under(temp_dir), "processes of the job cluster outlived it"
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _submit(address: str, env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """The non-weight files of a merged model: config, tokenizer and sentence-transformers files
-(`modules.json`, `1_Pooling/`, ...), copied from one input, because a merge changes only weights."""
+(`modules.json`, `1_Pooling/`, ...), copied from one input, because a merge changes only weights
+(the top-level ones, and those of weighted modules such as `2_Dense/`: merge/modules.py)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ YAML maps onto it, input fingerprints, and the manifest written next to the merg
 A manifest records enough to tell whether an existing output answers the same request: method,
 parameters, output dtype and each input's path, parameters and fingerprint. A fingerprint hashes
 every weight file's name, size and safetensors header plus 64 KiB samples at four places of its
-data, so it costs a few reads per file instead of hashing gigabytes, and still changes when a
-model is retrained (same shapes, different values).
+data (the weighted sentence-transformers modules' files too, named `2_Dense/model.safetensors`),
+so it costs a few reads per file instead of hashing gigabytes, and still changes when a model is
+retrained (same shapes, different values).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from boom_ray import __version__
 from boom_ray.runtime import storage
 from boom_ray.errors import BoomError
 from boom_ray.merge.io import OUTPUT_DTYPES, weight_files
+from boom_ray.merge.methods import Method, Settings, get_method
+from boom_ray.merge.modules import module_weight_files
 
 MANIFEST = "boom_merge.json"
 MANIFEST_FORMAT = "boom-merge/1"
@@ -57,6 +60,14 @@ class MergeRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def validated(request: MergeRequest) -> tuple[Method, Settings]:
+    """The request's method and its parameters checked (`Method.validate`): an error for what the
+    method cannot use, a warning line for a parameter it does not define."""
+    method = get_method(request.method)
+    return method, method.validate(len(request.models), request.base_model is not None, request.parameters,
+                                   [m.parameters for m in request.models])
 
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -157,16 +168,19 @@ def load_mergekit_yaml(path: str) -> MergeRequest:
 
 
 def fingerprint(uri: str) -> str:
-    """Cheap content fingerprint of a model's weights (see the module docstring)."""
+    """Cheap content fingerprint of a model's weights, its weighted sentence-transformers modules'
+    included (see the module docstring)."""
     fs, _ = storage.resolve(uri)
+    files = [(posixpath.basename(p), p) for p in weight_files(uri)]
+    files += [(f"{module}/{posixpath.basename(p)}", p) for module, p in module_weight_files(uri)]
     parts = []
-    for path in weight_files(uri):
+    for name, path in files:
         with fs.open_input_file(path) as f:
             size = f.size()
             head = f.read_at(8, 0)
-        header = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
-        parts.append([posixpath.basename(path), size,
-                      storage.sampled_digest(fs, path, head=min(8 + header, size), pieces=4)])
+        safetensors = name.endswith(".safetensors") and len(head) == 8
+        header = struct.unpack("<Q", head)[0] if safetensors else 0
+        parts.append([name, size, storage.sampled_digest(fs, path, head=min(8 + header, size), pieces=4)])
     return storage.stable_hash(parts, 32)
 
 

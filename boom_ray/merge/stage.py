@@ -13,7 +13,7 @@ from boom_ray.config import ConfigError, BoomConfig
 from boom_ray.merge.executor import human_bytes
 from boom_ray.merge.methods import get_method
 from boom_ray.merge.request import (MANIFEST, MergeRequest, ModelInput,
-                                    manifest_key_for, request_key)
+                                    manifest_key_for, request_key, validated)
 from boom_ray.merge.task import MergeOutputExists, submit_merge
 from boom_ray.runtime import storage
 from boom_ray.runtime.ray_session import init_ray
@@ -81,6 +81,8 @@ def run_merges(cfg: BoomConfig, *, force: bool = False) -> list[dict[str, Any]]:
             # An earlier merge of this run whose inputs (retrained bags) or settings changed: stale.
             print(f"{out}: stale (its inputs or settings changed), merging again")
         todo.append((out, request))
+    for _, request in todo:  # here, not only in the task: its errors and warnings reach the console
+        validated(request)
     if todo:
         import ray  # lazy: ray, only when something is left to merge
 

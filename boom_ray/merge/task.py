@@ -24,8 +24,8 @@ from boom_ray.runtime import storage
 from boom_ray.config import MergeConfig
 from boom_ray.merge.executor import LocalInputs, MergeError, StreamingMerge, output_dtype_name
 from boom_ray.merge.files import copy_model_files
-from boom_ray.merge.methods import get_method
-from boom_ray.merge.request import MANIFEST, MergeRequest, build_manifest, fingerprint
+from boom_ray.merge.modules import ModuleMerges
+from boom_ray.merge.request import MANIFEST, MergeRequest, build_manifest, fingerprint, validated
 from boom_ray.cards.write import write_merge_card
 
 
@@ -53,14 +53,13 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
           progress: bool = True, statistics: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
     """Merge as `request` says into `out`; returns the manifest written there (`boom_merge.json`).
 
-    Everything that can be checked is checked before any tensor is read: method parameters, the
-    output's existence, and that all inputs have the same tensors, shapes and dtypes.
+    Everything that can be checked is checked before any tensor is merged: method parameters, the
+    output's existence, and that all inputs have the same tensors, shapes and dtypes, and the same
+    weighted sentence-transformers modules (merged too: merge/modules.py).
     `statistics`: per-tensor statistics already computed for these inputs (a sweep's)."""
     cfg = cfg or MergeConfig()
     began = time.perf_counter()
-    method = get_method(request.method)
-    settings = method.validate(len(request.models), request.base_model is not None,
-                               request.parameters, [m.parameters for m in request.models])
+    method, settings = validated(request)
     dtype = output_dtype_name(request.dtype)
     out_fs, out_path = storage.resolve(out)
     if storage.exists(out_fs, out_path) and not force:
@@ -70,14 +69,15 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
         paths = [_localize(m.path, stack, cache) for m in request.models]
         base = _localize(request.base_model, stack, cache) if request.base_model else None
         files_from = _localize(request.files_source(), stack, cache)
-        job = StreamingMerge(LocalInputs(method, paths, base, settings, dtype),
-                             cfg.memory_budget, cfg.max_shard_size, progress=progress,
+        inputs = LocalInputs(method, paths, base, settings, dtype)
+        job = StreamingMerge(inputs, cfg.memory_budget, cfg.max_shard_size, progress=progress,
                              threads=cfg.threads, statistics=statistics)
+        modules = ModuleMerges.plan(inputs, files_from, cfg.memory_budget, cfg.threads, stack, progress)
         fingerprints = {uri: fingerprint(local) for uri, local in cache.items()}
         local_out = isinstance(out_fs, pafs.LocalFileSystem)
         with storage.staged_dir(out_fs, out_path) as staged:
             build = staged if local_out else stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-out-"))
-            summary = job.run(build)
+            summary = modules.run(build, job.run(build))
             copy_model_files(files_from, build, request.dtype)
             write_merge_card(request, cache, build, out, cfg)  # README.md: what went in, how to redo it
             manifest = build_manifest(request, fingerprints, summary, time.perf_counter() - began)

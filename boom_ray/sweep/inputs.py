@@ -21,6 +21,7 @@ from boom_ray.runtime import storage
 from boom_ray.config import BoomConfig
 from boom_ray.merge.in_memory import StoredTensor, load_model_tensors, sweep_statistics
 from boom_ray.merge.methods import Settings, get_method
+from boom_ray.merge.request import validated
 from boom_ray.sweep.space import merge_request
 
 STATISTICS = "statistics"
@@ -74,7 +75,7 @@ def prepare_inputs(cfg: BoomConfig, experiment: str, bags: list[str], cpus: floa
         for path in paths:
             if path not in inputs.models:
                 inputs.models[path] = load.remote(path)
-        method = get_method(method_name)
+        method, settings = validated(request)
         if not method.weight_free_statistics:
             inputs.statistics[method_name] = None
             continue
@@ -83,8 +84,6 @@ def prepare_inputs(cfg: BoomConfig, experiment: str, bags: list[str], cpus: floa
             with fs.open_input_stream(saved) as f:
                 inputs.statistics[method_name] = ray.put(from_npz(f.read()))
             continue
-        settings = method.validate(len(request.models), request.base_model is not None,
-                                   request.parameters, [m.parameters for m in request.models])
         ref = compute.remote(method_name, settings,
                              inputs.models[request.base_model] if request.base_model else None,
                              *[inputs.models[m.path] for m in request.models])

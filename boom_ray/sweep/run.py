@@ -2,12 +2,12 @@
 
     boom sweep --config run.yaml [--set sweep.num_samples=16]
 
-Before any trial: the dev suites are read, every method is checked against the bags, the models'
-tensors go into Ray's object store once and the weight-free statistics are computed once
-(sweep/inputs.py). Each trial then merges in memory and scores a resident embedder
-(sweep/trial.py): no trial writes a checkpoint. Trials reserve `sweep.trial_cpus` CPUs and
-`eval.encoder_gpus` GPUs, so Tune runs as many at once as the cluster holds, at most
-`sweep.max_concurrent`.
+Before any trial: the dev suites are read and checked against `sweep.objective`, every method is
+checked against the bags, the models' tensors go into Ray's object store once and the
+weight-free statistics are computed once (sweep/inputs.py). Each trial then merges in memory and
+scores a resident embedder (sweep/trial.py): no trial writes a checkpoint. Trials reserve
+`sweep.trial_cpus` CPUs and `eval.encoder_gpus` GPUs, so Tune runs as many at once as the cluster
+holds, at most `sweep.max_concurrent`.
 
 The experiment name is a hash of everything that defines the sweep (search space, bags, suites,
 objective, merge settings): re-running the same sweep after an interruption restores it
@@ -40,8 +40,8 @@ from boom_ray.runtime import storage
 from boom_ray.runtime.cluster import check_bundle_fits
 from boom_ray.runtime.ray_session import init_ray, joins_cluster
 from boom_ray.sweep.inputs import prepare_inputs
-from boom_ray.sweep.space import (BEST, METRIC, SWEEP_JSON, TRIAL_MODEL, SweepError, check_methods, format_trials,
-                                  merge_request, search_space, searcher, sweep_key, trial_resources)
+from boom_ray.sweep.space import (BEST, METRIC, SWEEP_JSON, TRIAL_MODEL, SweepError, check_methods, check_objective,
+                                  format_trials, merge_request, search_space, searcher, sweep_key, trial_resources)
 from boom_ray.sweep.trial import FULL, make_trainable
 
 
@@ -104,7 +104,8 @@ def run_sweep(cfg: BoomConfig) -> dict[str, Any]:
 
     if not cfg.eval.dev_suites:
         raise SweepError("eval.dev_suites is empty: the sweep scores each merge on dev suites; list at least one")
-    load_suites(cfg.eval.dev_suites)  # a broken suite fails now, not in every trial
+    # a broken suite, or an objective they cannot score, fails now, not in every trial
+    check_objective(cfg.sweep.objective, load_suites(cfg.eval.dev_suites))
     bags = bag_dirs(cfg)
     fs_missing = [f"{b} ({p})" for b, (p, _) in bags.items() if not storage.is_dir(*storage.resolve(p))]
     if fs_missing:

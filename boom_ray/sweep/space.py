@@ -3,16 +3,18 @@ Tune starts, the search space and algorithm, the experiment key, and the trial t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow.fs as pafs
 
 from boom_ray.config import MergeSpec, BoomConfig
 from boom_ray.errors import BoomError
+from boom_ray.eval.results import AGGREGATES
+from boom_ray.eval.suites import Suite
 from boom_ray.merge.executor import check_inputs
 from boom_ray.merge.io import index_model
 from boom_ray.merge.methods import get_method
-from boom_ray.merge.request import MergeRequest, fingerprint
+from boom_ray.merge.request import MergeRequest, fingerprint, validated
 from boom_ray.merge.stage import run_requests
 from boom_ray.model.settings import resolve_model_path
 from boom_ray.runtime import storage
@@ -52,14 +54,50 @@ def merge_request(cfg: BoomConfig, method: str, weights: dict[str, float]) -> Me
     return run_requests(one)[0][1]
 
 
+SUITE_METRICS: dict[str, tuple[str, ...]] = {
+    "retrieval": ("ndcg@10", "mrr@10", "recall@100", "num_queries", "corpus_size"),
+    "sts": ("spearman", "pearson", "num_pairs"),
+    "classification": ("accuracy", "f1_macro", "num_test"),
+    "clustering": ("v_measure", "num_clusters", "num_texts"),
+}
+"""The metrics a suite of each type reports (eval/evaluators.py; tests/sweep holds the two together)."""
+_DOMAIN = {"id_mean": ("in", "in-domain"), "ood_mean": ("out", "out-of-domain")}
+
+
+def check_objective(objective: str, suites: Sequence[Suite]) -> None:
+    """Fail before the first trial when `eval.results.score` could not score `objective` on these
+    dev suites (no suite of its domain or name, or none that reports its metric): otherwise every
+    trial runs, merges and embeds, and only then fails."""
+    where, _, metric = objective.partition("/")
+    metric = metric or "main"
+    listed = ", ".join(f"{s.name} ({s.type}, {s.domain})" for s in suites)
+    if where in _DOMAIN:
+        domain, label = _DOMAIN[where]
+        chosen, scope = [s for s in suites if s.domain == domain], f"no {label} dev suite reports"
+        if not chosen:
+            raise SweepError(f"sweep.objective {objective!r}: no dev suite is {label} (eval.dev_suites: {listed}); "
+                             f"tag one `domain: {domain}` or choose another objective")
+    elif where == "mean":
+        chosen, scope = list(suites), "no dev suite reports"
+    else:
+        chosen, scope = [s for s in suites if s.name == where], f"dev suite {where!r} does not report"
+        if not chosen:
+            raise SweepError(f"sweep.objective {objective!r}: no dev suite named {where!r} (aggregates: "
+                             f"{', '.join(AGGREGATES)}; eval.dev_suites: {listed})")
+    if metric == "main" or any(s.type not in SUITE_METRICS or metric in SUITE_METRICS[s.type] for s in chosen):
+        return
+    reported = sorted({m for s in chosen for m in SUITE_METRICS[s.type]})
+    raise SweepError(f"sweep.objective {objective!r}: {scope} {metric!r} (eval.dev_suites: {listed}; metrics there: main, "
+                     f"{', '.join(reported)})")
+
+
 def check_methods(cfg: BoomConfig, bags: list[str]) -> None:
     """Fail before Tune starts when a method cannot merge these bags (base, counts, parameters,
     a base whose tensors differ from the bag exports')."""
     for method in cfg.sweep.methods:
         request = merge_request(cfg, method, {b: 1.0 for b in bags})
         try:
-            get_method(method).validate(len(request.models), request.base_model is not None,
-                                        request.parameters, [m.parameters for m in request.models])
+            validated(request)
         except BoomError as exc:
             raise SweepError(f"sweep.methods: {method} cannot merge bags {bags}: {exc}") from None
         if request.base_model:

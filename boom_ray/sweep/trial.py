@@ -19,7 +19,7 @@ from boom_ray.eval.dev_sample import sample_suite
 from boom_ray.eval.evaluate import evaluate_model, load_suites
 from boom_ray.eval.results import score
 from boom_ray.merge.in_memory import merge_in_memory
-from boom_ray.merge.methods import get_method
+from boom_ray.merge.request import validated
 from boom_ray.merge.task import merge
 from boom_ray.runtime import storage
 from boom_ray.sweep.inputs import SweepInputs
@@ -109,9 +109,7 @@ def make_trainable(cfg: BoomConfig, experiment_uri: str):
         weights = {b: float(w) for b, w in config["weights"].items()}
         method_name = config["method"]
         request = merge_request(cfg, method_name, weights)
-        method = get_method(method_name)
-        settings = method.validate(len(request.models), request.base_model is not None,
-                                   request.parameters, [m.parameters for m in request.models])
+        method, settings = validated(request)
         models = [ray.get(inputs.models[m.path]) for m in request.models]
         base = ray.get(inputs.models[request.base_model]) if request.base_model else None
         stats_ref = inputs.statistics.get(method_name)

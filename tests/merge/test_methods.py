@@ -153,8 +153,6 @@ def test_parameter_errors(tensors):
     xs, base = tensors
     with pytest.raises(MergeMethodError, match="needs a base_model"):
         merge_tensors("ties", xs, [1, 1, 1, 1])
-    with pytest.raises(MergeMethodError, match="unknown parameter 'lamda'"):
-        merge_tensors("task_arithmetic", xs, [1, 1, 1, 1], base, {"lamda": 1})
     with pytest.raises(MergeMethodError, match="'t' is required"):
         merge_tensors("slerp", xs[:1], base=base)
     with pytest.raises(MergeMethodError, match="besides the base"):

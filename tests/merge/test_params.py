@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from boom_ray.cli import main as boom
 from boom_ray.config import MergeConfig
+from boom_ray.merge.methods import base as method_base
 from boom_ray.merge.methods import MergeMethodError, get_method, merge_tensors
 from boom_ray.merge.methods.params import evaluate, layer_positions
 from boom_ray.merge.request import MergeRequest, ModelInput, from_mergekit
@@ -93,3 +97,31 @@ def test_streamed_merge_with_gradients_and_filters(models, tmp_path: Path):
         b = ins[3][name]
         ref = b + lam * (w0 * (ins[0][name] - b) + 0.3 * (ins[1][name] - b))
         assert torch.allclose(out[name], ref, atol=1e-5), name
+
+
+def test_parameters_a_method_does_not_define_are_ignored_with_one_warning(monkeypatch, caplog):
+    """mergekit reads only the parameters a method defines: a typo or another method's parameter
+    is a warning line naming it and the method, and the result is the merge without it."""
+    monkeypatch.setattr(method_base, "_WARNED", set())
+    g = torch.Generator().manual_seed(0)
+    xs, base = [torch.randn(10, generator=g) for _ in range(2)], torch.randn(10, generator=g)
+    with caplog.at_level(logging.WARNING):
+        got = merge_tensors("task_arithmetic", xs, [1, 1], base, {"lamda": 0.5})
+        merge_tensors("task_arithmetic", xs, [1, 1], base, {"lamda": 0.5})  # said once per process
+    assert (got == merge_tensors("task_arithmetic", xs, [1, 1], base)).all()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "task_arithmetic: ignoring parameter 'lamda' (top level)" in lines[0]
+
+
+def test_cli_runs_what_mergekit_runs_despite_unused_parameters(models, tmp_path: Path, monkeypatch, caplog):
+    monkeypatch.setattr(method_base, "_WARNED", set())
+    cfg = {"merge_method": "model_stock", "base_model": str(models[3]),
+           "models": [{"model": str(m), "parameters": {"weight": 1.0, "density": 0.5}} for m in models[:3]]}
+    path = tmp_path / "model_stock.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.WARNING):
+        assert boom(["merge", str(path), "--out", str(tmp_path / "out")]) == 0
+    lines = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert lines == ["model_stock: ignoring parameter 'density' (models 0, 1, 2), which model_stock does not use "
+                     "(mergekit ignores it too; model_stock takes: filter_wise, weight)"]
+    assert load_dir(tmp_path / "out").keys() == load_dir(models[0]).keys()

@@ -4,6 +4,7 @@ method's `TensorState`) and the shared helpers; merge/driver.py drives the proto
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -13,6 +14,8 @@ from boom_ray.errors import BoomError
 from boom_ray.merge.methods.params import SettingError, check_setting, evaluate, is_finite_number, with_fallback
 
 REQUIRED = object()
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 
 class MergeMethodError(BoomError):
@@ -86,10 +89,15 @@ class Method(Generic[S]):
         if n_models < self.min_models or (self.max_models is not None and n_models > self.max_models):
             want = self.min_models if self.max_models == self.min_models else f"at least {self.min_models}"
             raise MergeMethodError(f"{self.name} merges {want} model(s) besides the base, got {n_models}")
-        unknown = sorted(set(params) - set(self.shared) - set(self.per_model))
-        if unknown:
-            raise MergeMethodError(f"{self.name}: unknown parameter {unknown[0]!r}; "
-                                   f"known: {sorted(set(self.shared) | set(self.per_model))}")
+        known = set(self.shared) | set(self.per_model)
+        unused: dict[str, list[int | None]] = {key: [None] for key in params if key not in known}
+        for i, mp in enumerate(model_params):
+            for key in mp:
+                if key not in self.per_model:
+                    unused.setdefault(key, []).append(i)
+        self._warn_unused(unused)
+        params = {k: v for k, v in params.items() if k in known}
+        model_params = [{k: v for k, v in mp.items() if k in self.per_model} for mp in model_params]
         for key, value in params.items():
             self._check(key, value, "")
         shared = {}
@@ -99,10 +107,6 @@ class Method(Generic[S]):
             shared[key] = with_fallback(params[key], None if default is REQUIRED else default) if key in params else default
         per_model = []
         for i, mp in enumerate(model_params):
-            unknown = sorted(set(mp) - set(self.per_model))
-            if unknown:
-                raise MergeMethodError(f"{self.name}: model {i}: unknown parameter {unknown[0]!r}; "
-                                       f"known: {sorted(self.per_model)}")
             filled = {}
             for key, default in self.per_model.items():
                 if key in mp:
@@ -115,6 +119,23 @@ class Method(Generic[S]):
                 filled[key] = with_fallback(mp[key], fallback) if key in mp else fallback
             per_model.append(filled)
         return Settings(shared, per_model)
+
+    def _warn_unused(self, unused: dict[str, list[int | None]]) -> None:
+        """One warning line per parameter this method does not define (`unused`: where it is set,
+        None for the top level, else model indices). mergekit reads only the parameters a method
+        defines and ignores the rest (mergekit/plan.py), so a YAML that mergekit runs runs here
+        too, and a misspelt name is still pointed out. Said once per process: a sweep validates
+        the same request in several places."""
+        takes = ", ".join(sorted(set(self.shared) | set(self.per_model))) or "none"
+        for key, where in sorted(unused.items(), key=lambda kv: str(kv[0])):
+            models = [str(i) for i in where if i is not None]
+            places = (["top level"] if None in where else []) + \
+                ([f"model{'s' if len(models) > 1 else ''} {', '.join(models)}"] if models else [])
+            line = (f"{self.name}: ignoring parameter {key!r} ({'; '.join(places)}), which {self.name} does not "
+                    f"use (mergekit ignores it too; {self.name} takes: {takes})")
+            if line not in _WARNED:
+                _WARNED.add(line)
+                log.warning("%s", line)
 
     def _check(self, key: str, value: Any, where: str) -> None:
         try:

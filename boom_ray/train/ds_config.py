@@ -5,7 +5,8 @@ early) and in the benchmark's plain PyTorch loop (which uses the same schedule).
 
 A user DeepSpeed JSON (``train.deepspeed_config``) replaces the generated one; any value
 written as ``"auto"`` in it (the Hugging Face convention) takes the generated value, so a
-user file can pin ZeRO details without restating batch sizes.
+user file can pin ZeRO details without restating batch sizes (``"data_types": {"grad_accum_dtype":
+"auto"}`` takes the fp32 accumulation rule below; a user file without it keeps DeepSpeed's default).
 """
 
 from __future__ import annotations
@@ -50,11 +51,26 @@ def warmup_steps(train: TrainConfig, total_steps: int) -> int:
     return int(math.ceil(train.warmup_ratio * total_steps))
 
 
-def effective_zero_stage(stage: int, world_size: int) -> int:
+def fp32_accumulation(train: TrainConfig, precision: str) -> bool:
+    """Whether DeepSpeed must sum gradients in fp32: under bf16/fp16 it adds every backward pass
+    of an optimizer step (accumulation micro steps, GradCache mini-batches) into a buffer of the
+    model dtype unless `data_types.grad_accum_dtype` says otherwise, and bf16 keeps 8 bits: each
+    addition drops the low bits of the smaller addend, a loss that grows with the passes."""
+    return precision in ("bf16", "fp16") and (train.gradient_accumulation_steps > 1
+                                              or train.mini_batch_size is not None)
+
+
+def effective_zero_stage(stage: int, world_size: int, fp32_accum: bool = False) -> int:
     """ZeRO stages 1 and 2 partition optimizer state and gradients over the ranks; with one rank
     there is nothing to partition and they only add flattening and copies (measured: ~20 % of a
-    MiniLM step on CPU), so a single worker runs stage 0. Stage 3 is kept as asked."""
-    return 0 if world_size == 1 and stage in (1, 2) else stage
+    MiniLM step on CPU), so a single worker runs stage 0. Stage 3 is kept as asked.
+
+    fp32 accumulation needs ZeRO: DeepSpeed 0.19 honours `grad_accum_dtype` from stage 1 on (the
+    bf16 optimizer of stage 1, the ZeRO optimizers of 2 and 3) and refuses it at stage 0
+    ("unsupported mix of model_dtype and grad_accum_dtype"), so such a run takes stage 1 at least."""
+    if world_size == 1 and stage in (1, 2):
+        stage = 0
+    return 1 if fp32_accum and stage == 0 else stage
 
 
 def check_mini_batch_size(train: TrainConfig) -> None:
@@ -71,16 +87,18 @@ def generated_config(train: TrainConfig, *, world_size: int, micro_batch_per_ran
     """The DeepSpeed JSON boom-ray writes for `train`.
 
     One plan batch (one global batch of one task) is one micro step on every rank; an optimizer
-    step covers ``gradient_accumulation_steps`` of them. The optimizer (AdamW) and the schedule
-    are passed to ``deepspeed.initialize`` as objects, so the plain PyTorch loop of the benchmark
-    uses exactly the same ones; DeepSpeed still saves and restores both in its checkpoints."""
+    step covers ``gradient_accumulation_steps`` of them; under bf16/fp16 with accumulation or
+    GradCache they are summed in fp32 (:func:`fp32_accumulation`). The optimizer (AdamW) and the
+    schedule are passed to ``deepspeed.initialize`` as objects, so the plain PyTorch loop of the
+    benchmark uses exactly the same ones; DeepSpeed still saves and restores both in its checkpoints."""
     precision = resolve_precision(train.precision, on_gpu)
-    stage = effective_zero_stage(train.zero_stage, world_size)
+    fp32_accum = fp32_accumulation(train, precision)
+    stage = effective_zero_stage(train.zero_stage, world_size, fp32_accum)
     zero: dict[str, Any] = {"stage": stage, "contiguous_gradients": True, "overlap_comm": on_gpu}
     if stage == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     ga = train.gradient_accumulation_steps
-    return {
+    config = {
         "train_micro_batch_size_per_gpu": micro_batch_per_rank,
         "gradient_accumulation_steps": ga,
         "train_batch_size": micro_batch_per_rank * world_size * ga,
@@ -92,6 +110,9 @@ def generated_config(train: TrainConfig, *, world_size: int, micro_batch_per_ran
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+    if fp32_accum:
+        config["data_types"] = {"grad_accum_dtype": "fp32"}
+    return config
 
 
 def _fill_auto(user: Any, generated: Any) -> Any:

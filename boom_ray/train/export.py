@@ -24,6 +24,7 @@ from boom_ray import __version__
 from boom_ray.cards.write import bag_data, write_export_card
 from boom_ray.config import BoomConfig
 from boom_ray.corpus.bags import bag_dir, read_bag, read_manifest
+from boom_ray.errors import BoomError
 from boom_ray.model.st_format import set_prompts
 from boom_ray.runtime import storage
 from boom_ray.train.zero3_export import stream_zero3_weights
@@ -67,6 +68,20 @@ def export_matches(workdir: str, bag: str, digest: str) -> bool:
     """True when `<workdir>/models/<bag>/` is a finished export of the same request."""
     manifest = read_export_manifest(workdir, bag)
     return bool(manifest) and manifest.get("request_hash") == digest
+
+
+class NothingTrainedError(BoomError):
+    """Every optimizer step of a bag was skipped: its weights are the base model's."""
+
+
+def check_steps_applied(bag: str, steps: int, skipped_steps: int) -> None:
+    """Refuse to export a bag none of whose optimizer steps changed the weights. DeepSpeed's bf16
+    and fp16 optimizers skip a step whose gradients hold inf/NaN (`engine.skipped_steps`), and the
+    loop would otherwise export the untouched base weights as a trained bag, which a re-run then
+    skips as up to date and a merge takes as a bag."""
+    if steps > 0 and skipped_steps >= steps:
+        raise NothingTrainedError(f"{bag}: all {steps} optimizer steps were skipped (inf/NaN gradients): "
+                                  "nothing trained, no export written")
 
 
 def export_manifest(*, bag: str, request: dict, digest: str, steps: int, tokens: int, final_loss: float | None,

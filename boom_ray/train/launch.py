@@ -62,6 +62,8 @@ class BagResult:
     finished: float | None = None
     export: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    skipped_steps: int | None = None
+    """Optimizer steps DeepSpeed skipped for inf/NaN gradients (None: an export that predates the count)."""
 
 
 def bags_to_train(cfg: BoomConfig, only: list[str] | None = None) -> list[str]:
@@ -191,9 +193,11 @@ def train_bag(cfg: BoomConfig, bag: str, storage_path: str, force: bool = False,
         job = prepare_job(cfg, bag)
         if not force and export_matches(cfg.workdir, bag, job["request_hash"]):
             m = read_export_manifest(cfg.workdir, bag) or {}
-            state(bag, progress.SKIPPED, step=m.get("steps"), total_steps=m.get("steps"), loss=m.get("final_loss"))
+            state(bag, progress.SKIPPED, step=m.get("steps"), total_steps=m.get("steps"), loss=m.get("final_loss"),
+                  skipped_steps=m.get("skipped_steps"))
             return BagResult(bag, "skipped", m.get("steps"), m.get("tokens_seen"), m.get("final_loss"),
-                             m.get("wall_time_s"), export=model_dir(cfg.workdir, bag))
+                             m.get("wall_time_s"), export=model_dir(cfg.workdir, bag),
+                             skipped_steps=m.get("skipped_steps"))
         if view:
             view.log(bag, f"[{bag}] training (run {job['run_name']})")
             job["progress"] = view.board_name
@@ -207,10 +211,13 @@ def train_bag(cfg: BoomConfig, bag: str, storage_path: str, force: bool = False,
         _remove_run_dir(storage_path, job["run_name"])
         if job.get("previous_run"):
             _remove_run_dir(storage_path, job["previous_run"])
-        state(bag, progress.EXPORTED, step=m["steps"], loss=m["final_loss"])
+        state(bag, progress.EXPORTED, step=m["steps"], loss=m["final_loss"], skipped_steps=m.get("skipped_steps"))
+        if m.get("skipped_steps"):
+            say(bag, f"WARNING: {skipped_note(m['skipped_steps'], m['steps'])}", warn=True)
         return BagResult(bag, "trained", m["steps"], m["tokens_seen"], m["final_loss"], m["wall_time_s"],
                          started=started, finished=time.time(), export=model_dir(cfg.workdir, bag),
-                         extra={k: m.get(k) for k in ("restarts", "resumed_from", "world_size", "zero_stage")})
+                         extra={k: m.get(k) for k in ("restarts", "resumed_from", "world_size", "zero_stage")},
+                         skipped_steps=m.get("skipped_steps"))
     except Exception as exc:  # noqa: BLE001 - one bag's failure must not stop the others
         message = _short_error(exc)
         state(bag, progress.FAILED)
@@ -275,7 +282,13 @@ def train_bags(cfg: BoomConfig, bags: list[str] | None = None, max_concurrent: i
     return [results[n] for n in names]
 
 
+def skipped_note(skipped: int, steps: int | None) -> str:
+    """`3 of 30 optimizer steps skipped (inf/NaN gradients)`: the words of the console and the summary."""
+    return f"{skipped:,} of {steps if steps is not None else '?'} optimizer steps skipped (inf/NaN gradients)"
+
+
 def summary_table(results: list[BagResult]) -> str:
+    """One row per bag; a bag with skipped optimizer steps or an error gets a line of its own."""
     header = f"{'bag':<10} {'status':<8} {'steps':>7} {'tokens':>12} {'final loss':>10} {'wall s':>8}"
     lines = [header, "-" * len(header)]
     for r in results:
@@ -283,6 +296,8 @@ def summary_table(results: list[BagResult]) -> str:
         lines.append(f"{r.bag:<10} {r.status:<8} {r.steps if r.steps is not None else '-':>7} "
                      f"{r.tokens if r.tokens is not None else '-':>12} {loss:>10} "
                      f"{f'{r.wall_time_s:.1f}' if r.wall_time_s is not None else '-':>8}")
+        if r.skipped_steps:
+            lines.append(f"  {r.bag}: {skipped_note(r.skipped_steps, r.steps)}")
         if r.error:
             lines.append(f"  {r.bag}: {r.error}")
     return "\n".join(lines)

@@ -5,7 +5,8 @@ checkpoint if Ray Train hands one back (a restarted worker group, or a re-run of
 request); step through this rank's micro batches; every ``train.log_every`` optimizer steps send
 one metrics record (:mod:`boom_ray.train.metrics`) to one sink, which reaches the console, the
 bag's log file and Ray Train, with a checkpoint (:mod:`boom_ray.train.checkpoint`) every
-``train.checkpoint_every`` steps; export the full model at the end.
+``train.checkpoint_every`` steps; export the full model at the end, unless DeepSpeed skipped
+every optimizer step (inf/NaN gradients): then the bag fails rather than export its base weights.
 
 The driver imports this module only to hand :func:`train_loop` to a TorchTrainer, with torch and
 Ray already loaded (transformers adds half a second); DeepSpeed, whose import picks an
@@ -35,7 +36,8 @@ from boom_ray.train.checkpoint import RayReport, TrainState, load_checkpoint, sa
 from boom_ray.train.collective import all_reduce_sum
 from boom_ray.train.ds_config import (accumulation_steps, deepspeed_config, load_user_config, lr_factor,
                                       precision_of, resolve_precision, warmup_steps)
-from boom_ray.train.export import export_manifest, full_model_for_export, write_export, write_export_zero3
+from boom_ray.train.export import (check_steps_applied, export_manifest, full_model_for_export, write_export,
+                                   write_export_zero3)
 from boom_ray.train.feed import BagFeed, BagTooSmallError
 from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
 from boom_ray.train.metrics import MetricsSink
@@ -212,7 +214,7 @@ def train_steps(cfg: BoomConfig, setup: Setup, state: TrainState, sink: MetricsS
             "tokens": state.tokens,
             "tokens_per_s": state.tokens / max(state.loop_s, 1e-9),
             "grad_norm": norm if norm is not None else _float(engine.get_global_grad_norm()),
-            "skipped_steps": int(getattr(engine, "skipped_steps", 0)),
+            "skipped_steps": skipped_steps(engine),
             "peak_memory_gib": peak_memory_gib(),
         })
     return final_loss
@@ -245,6 +247,12 @@ def peak_memory_gib() -> float | None:
         return None
 
 
+def skipped_steps(engine) -> int:
+    """Optimizer steps DeepSpeed skipped for inf/NaN gradients, over every attempt (its checkpoints
+    carry the count); 0 for an engine that keeps none."""
+    return int(getattr(engine, "skipped_steps", 0) or 0)
+
+
 def _float(value) -> float | None:
     return None if value is None else float(value)
 
@@ -259,11 +267,13 @@ def export_model(cfg: BoomConfig, bag: str, setup: Setup, state: TrainState, fin
     streamed = stage == 3 and not hasattr(setup.embedder.model, "merge_and_unload")  # no LoRA to merge
     model, weights = (None, None) if streamed else full_model_for_export(setup.embedder, stage, rank0)
     wall = state.elapsed_s + time.monotonic() - attempt_start
+    skipped = skipped_steps(setup.engine)
     manifest = None
     if rank0:
         manifest = export_manifest(
             bag=bag, request=job["request"], digest=job["request_hash"], steps=state.step, tokens=state.tokens,
             final_loss=final_loss, wall_time_s=wall, world_size=ctx.get_world_size(), zero_stage=stage,
+            skipped_steps=skipped,
             precision=precision_of(setup.ds_config), gradient_accumulation_steps=setup.accumulation,
             loop_time_s=round(state.loop_s, 3), loop_cpu_s=round(state.loop_cpu_s, 3), restarts=state.restarts,
             resumed_from=state.resumed_from,
@@ -275,7 +285,8 @@ def export_model(cfg: BoomConfig, bag: str, setup: Setup, state: TrainState, fin
         write_export_zero3(setup.embedder, cfg.workdir, bag, manifest, rank0)
     elif rank0:
         write_export(setup.embedder, model, weights, cfg.workdir, bag, manifest)
-    log_rank0(f"[{bag}] exported after {state.step} steps, loss {final_loss}, {wall:.1f}s")
+    log_rank0(f"[{bag}] exported after {state.step} steps" + (f" ({skipped} skipped)" if skipped else "")
+              + f", loss {final_loss}, {wall:.1f}s")
     ray.train.report({"step": state.step, "loss": final_loss, "tokens": state.tokens, "done": True,
                       "wall_time_s": wall})
 
@@ -321,4 +332,5 @@ def train_loop(job: dict[str, Any]) -> None:
         final_loss = train_steps(cfg, setup, state, sink)
     finally:
         sink.close()
+    check_steps_applied(bag, state.step, skipped_steps(setup.engine))  # every rank: none reaches the export
     export_model(cfg, bag, setup, state, final_loss, attempt_start, job)

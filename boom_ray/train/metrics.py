@@ -45,8 +45,12 @@ STEP_KEYS = ("step", "total_steps")
 CONSOLE = {
     "loss": "loss {:.4f}",
     "tokens_per_s": "{:,.0f} tok/s",
+    "skipped_steps": "{:,} steps skipped",
 }
 """What the live line shows after `step n/N`, in this order: one line per bag, so only a few."""
+
+CONSOLE_ALERTS = frozenset({"skipped_steps"})
+"""CONSOLE keys shown only when non-zero: alarms, not readings (every bag would say `0 steps skipped`)."""
 
 LOG = {
     "loss": "loss {:.4f}",
@@ -94,6 +98,11 @@ def render(record: Record, table: Mapping[str, str], rest: bool = False) -> list
         parts += [f"{key} {_number(value)}" for key, value in record.items()
                   if key not in table and key not in STEP_KEYS]
     return parts
+
+
+def console_pieces(record: Record) -> list[str]:
+    """The live line's pieces after `step n/N`: :data:`CONSOLE`, less the alerts that are 0."""
+    return render({k: v for k, v in record.items() if v or k not in CONSOLE_ALERTS}, CONSOLE)
 
 
 def step_piece(record: Mapping[str, Number]) -> str:

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from boom_ray.train.metrics import CONSOLE, FanOut, MetricsSink, Record, log_line, render, step_piece
+from boom_ray.train.metrics import FanOut, MetricsSink, Record, console_pieces, log_line, step_piece
 
 NAMESPACE = "boom"
 """Namespace of the board: Train workers find it by name whatever job namespace they run in."""
@@ -86,12 +86,12 @@ def _duration(seconds: float) -> str:
 
 
 def render_line(p: BagProgress, now: float, width: int) -> str:
-    """One bag's line: name, state, step/total, the metrics of :data:`CONSOLE` (loss, tokens/s),
-    ETA (what is known so far)."""
+    """One bag's line: name, state, step/total, the metrics of :data:`~boom_ray.train.metrics.CONSOLE`
+    (loss, tokens/s, skipped optimizer steps if any), ETA (what is known so far)."""
     parts = [f"{p.bag:<{width}}", f"{LABELS.get(p.state, p.state):<9}"]
     if p.total is not None or p.step:
         parts.append(step_piece(p.metrics))
-    parts += render(p.metrics, CONSOLE)
+    parts += console_pieces(p.metrics)
     eta = eta_s(p, now)
     if eta is not None:
         parts.append(f"ETA {_duration(eta)}")

@@ -11,6 +11,12 @@ MODE ``deepspeed``: fp32 through a DeepSpeed engine at ZeRO 0-3 with gradient ac
 checkpointed layers. Each rank saves the parameters after one optimizer step (SGD, so the update
 is the gradient itself) on either path, and how many backward passes DeepSpeed treated as an
 accumulation boundary (the ones that all-reduce under ZeRO 0/1) per optimizer step.
+
+MODE ``bf16``: boom-ray's generated DeepSpeed config of a bf16 GradCache run at ZeRO 1-3, with
+mini-batches of one row (B_BF16 backward passes per step): each rank saves the fp32 master
+weights' update of one step on the plain path, on GradCache, and on GradCache with the config's
+fp32 accumulation (`data_types.grad_accum_dtype`) removed; what DeepSpeed says to fp32
+accumulation at ZeRO 0; and `engine.skipped_steps` after steps whose gradients are all NaN.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 WORLD, B, G, L, D_IN, D = 2, 4, 3, 5, 6, 8
+B_BF16 = 128
 TEMPERATURE = 0.1
 MINI_SIZES = (1, 2, 3)  # 3 leaves an uneven last mini-batch (symmetric tasks' half batches)
 
@@ -43,7 +50,7 @@ class TinyEncoder(torch.nn.Module):
         return self.l2(self.drop(torch.tanh(self.l1(x))))
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        x, mask = features["x"], features["attention_mask"]
+        x, mask = features["x"].to(self.l1.weight.dtype), features["attention_mask"]  # DeepSpeed's bf16 cast
         if self.checkpoint and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
@@ -52,6 +59,8 @@ class TinyEncoder(torch.nn.Module):
             h = self._layer(x)
         m = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1)
+        if pooled.dtype in (torch.bfloat16, torch.float16):  # fp32 embeddings, as the embedder gives
+            pooled = pooled.float()
         return torch.nn.functional.normalize(pooled, dim=-1)
 
 
@@ -61,17 +70,19 @@ def make_features(n: int, gen: torch.Generator, dtype=torch.float64) -> dict[str
     return {"x": torch.randn(n, L, D_IN, generator=gen, dtype=dtype), "attention_mask": mask}
 
 
-def global_batch(step: int = 0, dtype=torch.float64) -> dict:
+def global_batch(step: int = 0, dtype=torch.float64, rows: int = B) -> dict:
     gen = torch.Generator().manual_seed(1000 + step)
-    return {"q": make_features(WORLD * B, gen, dtype), "p": make_features(WORLD * B * G, gen, dtype),
-            # rows 1, 4 and 6 are classification-like (own group only)
-            "in_batch": torch.tensor([True, False, True, True, False, True, False, True])}
+    # rows 1, 4 and 6 are classification-like (own group only); with other sizes every fourth row
+    in_batch = (torch.tensor([True, False, True, True, False, True, False, True]) if rows == B
+                else torch.arange(WORLD * rows) % 4 != 1)
+    return {"q": make_features(WORLD * rows, gen, dtype), "p": make_features(WORLD * rows * G, gen, dtype),
+            "in_batch": in_batch}
 
 
-def rank_slice(batch: dict, rank: int) -> tuple[dict, dict, torch.Tensor]:
-    q = {k: v[rank * B:(rank + 1) * B] for k, v in batch["q"].items()}
-    p = {k: v[rank * B * G:(rank + 1) * B * G] for k, v in batch["p"].items()}
-    return q, p, batch["in_batch"][rank * B:(rank + 1) * B]
+def rank_slice(batch: dict, rank: int, rows: int = B) -> tuple[dict, dict, torch.Tensor]:
+    q = {k: v[rank * rows:(rank + 1) * rows] for k, v in batch["q"].items()}
+    p = {k: v[rank * rows * G:(rank + 1) * rows * G] for k, v in batch["p"].items()}
+    return q, p, batch["in_batch"][rank * rows:(rank + 1) * rows]
 
 
 def _loss_fn(in_batch):
@@ -147,13 +158,100 @@ def deepspeed_mode(rank: int, out_dir: str) -> None:
     torch.save(results, f"{out_dir}/deepspeed_rank{rank}.pt")
 
 
+def bf16_config(stage: int) -> dict:
+    """boom-ray's generated config of a bf16 GradCache run on WORLD ranks, made exact to compare: no
+    clipping (with SGD(lr=1) the update is the gradient), ZeRO-3 partitions every parameter."""
+    from boom_ray.config import TrainConfig
+    from boom_ray.train.ds_config import deepspeed_config
+
+    train = TrainConfig(precision="bf16", zero_stage=stage, num_workers=WORLD, global_batch_size=WORLD * B_BF16,
+                        mini_batch_size=1)
+    config = deepspeed_config(train, world_size=WORLD, micro_batch_per_rank=B_BF16, on_gpu=False)
+    config["gradient_clipping"] = 0.0
+    if stage == 3:
+        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    return config
+
+
+def _master_update(engine, step) -> dict[str, torch.Tensor]:
+    """The fp32 master weights' change over `step()` (a bf16 module copy would round it away)."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    def master():
+        return {n: safe_get_full_fp32_param(p).detach().clone() for n, p in engine.module.named_parameters()}
+
+    before = master()
+    step()
+    after = master()
+    return {n: after[n] - before[n] for n in after}
+
+
+def bf16_mode(rank: int, out_dir: str) -> None:
+    import deepspeed
+
+    from boom_ray.train.export import check_steps_applied
+    from boom_ray.train.grad_cache import cached_backward, deepspeed_backward
+
+    qf, pf, in_batch = rank_slice(global_batch(0, torch.float32, B_BF16), rank, B_BF16)
+    loss_fn = _loss_fn(in_batch)
+    results = {}
+    for stage in (1, 2, 3):
+        for path in ("plain", "mini1", "mini1_bf16_accumulation"):
+            config = bf16_config(stage)
+            if path == "mini1_bf16_accumulation":
+                config.pop("data_types", None)
+            model = TinyEncoder(dtype=torch.float32)
+            engine, *_ = deepspeed.initialize(model=model, config=config,
+                                              optimizer=torch.optim.SGD(model.parameters(), lr=1.0))
+
+            def step():
+                if path == "plain":
+                    engine.backward(loss_fn(engine(qf), engine(pf)))
+                else:
+                    cached_backward(engine, qf, pf, loss_fn, 1, deepspeed_backward(engine))
+                engine.step()
+
+            results[(stage, path)] = {"update": _master_update(engine, step), "skipped": engine.skipped_steps,
+                                      "optimizer": type(engine.optimizer).__name__}
+            engine.destroy()
+    results["stage0"] = "accepted"
+    try:
+        model = TinyEncoder(dtype=torch.float32)
+        deepspeed.initialize(model=model, config={**bf16_config(1), "zero_optimization": {"stage": 0}},
+                             optimizer=torch.optim.SGD(model.parameters(), lr=1.0))
+    except NotImplementedError as exc:
+        results["stage0"] = str(exc)
+    # NaN inputs: NaN loss, NaN gradients on every rank; DeepSpeed skips the step
+    model = TinyEncoder(dtype=torch.float32)
+    engine, *_ = deepspeed.initialize(model=model, config=bf16_config(2),
+                                      optimizer=torch.optim.SGD(model.parameters(), lr=1.0))
+    nan_q = {**qf, "x": torch.full_like(qf["x"], float("nan"))}
+
+    def nan_step():
+        engine.backward(loss_fn(engine(nan_q), engine(pf)))
+        engine.step()
+
+    skipped = [_master_update(engine, nan_step) for _ in range(3)]
+    results["nan"] = {"moved": [any(bool(u.abs().max() > 0) for u in upd.values()) for upd in skipped],
+                      "skipped_steps": engine.skipped_steps, "global_steps": engine.global_steps}
+    try:
+        check_steps_applied("bag20", engine.global_steps, engine.skipped_steps)
+    except Exception as exc:  # noqa: BLE001 - the message is the result
+        results["nan"]["error"] = f"{type(exc).__name__}: {exc}"
+    engine.destroy()
+    torch.save(results, f"{out_dir}/bf16_rank{rank}.pt")
+
+
+MODES = {"torch": torch_mode, "deepspeed": deepspeed_mode, "bf16": bf16_mode}
+
+
 def worker(rank: int, mode: str, out_dir: str, port: int) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
-        (torch_mode if mode == "torch" else deepspeed_mode)(rank, out_dir)
+        MODES[mode](rank, out_dir)
     finally:
         dist.destroy_process_group()
 

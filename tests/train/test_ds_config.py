@@ -7,8 +7,8 @@ import json
 import pytest
 
 from boom_ray.config import BoomConfig, TrainConfig
-from boom_ray.train.ds_config import (DeepSpeedConfigError, deepspeed_config, load_user_config, lr_factor,
-                                      precision_of, resolve_precision, warmup_steps)
+from boom_ray.train.ds_config import (DeepSpeedConfigError, deepspeed_config, effective_zero_stage, load_user_config,
+                                      lr_factor, precision_of, resolve_precision, warmup_steps)
 from boom_ray.train.export import request_hash, train_request
 from boom_ray.train.launch import concurrent_bags, worker_env
 
@@ -39,6 +39,45 @@ def test_one_rank_skips_zero_1_and_2_which_have_nothing_to_partition():
         assert cfg["zero_optimization"]["stage"] == expected
     assert deepspeed_config(TrainConfig(zero_stage=2), world_size=2, micro_batch_per_rank=8,
                             on_gpu=False)["zero_optimization"]["stage"] == 2
+
+
+def test_mixed_precision_sums_accumulated_and_gradcache_gradients_in_fp32():
+    """Every accumulation micro step and every GradCache mini-batch adds into DeepSpeed's gradient
+    buffer, in the model dtype unless data_types.grad_accum_dtype says fp32 (bf16 keeps 8 bits)."""
+    def ds(world=4, **train):
+        return deepspeed_config(TrainConfig(**train), world_size=world, micro_batch_per_rank=8, on_gpu=True)
+
+    fp32 = {"grad_accum_dtype": "fp32"}
+    for precision in ("bf16", "fp16"):
+        assert ds(precision=precision, gradient_accumulation_steps=2)["data_types"] == fp32
+        assert ds(precision=precision, mini_batch_size=2)["data_types"] == fp32
+        assert "data_types" not in ds(precision=precision)  # one backward per step: nothing to sum
+    assert "data_types" not in ds(precision="fp32", gradient_accumulation_steps=2, mini_batch_size=2)
+    assert ds(gradient_accumulation_steps=2)["data_types"] == fp32  # auto on GPU: bf16
+    assert "data_types" not in deepspeed_config(TrainConfig(gradient_accumulation_steps=2), world_size=1,
+                                                micro_batch_per_rank=8, on_gpu=False)  # auto on CPU: fp32
+
+
+def test_fp32_accumulation_takes_zero_1_where_it_would_run_zero_0():
+    """DeepSpeed 0.19 refuses grad_accum_dtype at ZeRO 0 (tests/train/test_grad_cache.py sees it),
+    so one rank (where ZeRO 1/2 otherwise run as 0) and an explicit ZeRO 0 take ZeRO 1."""
+    assert [effective_zero_stage(s, 1, fp32_accum=True) for s in (0, 1, 2, 3)] == [1, 1, 1, 3]
+    assert [effective_zero_stage(s, 4, fp32_accum=True) for s in (0, 1, 2, 3)] == [1, 1, 2, 3]
+    assert [effective_zero_stage(s, 1) for s in (0, 1, 2, 3)] == [0, 0, 0, 3]  # unchanged without it
+    for world in (1, 4):
+        cfg = deepspeed_config(TrainConfig(zero_stage=0, precision="bf16", mini_batch_size=1), world_size=world,
+                               micro_batch_per_rank=8, on_gpu=True)
+        assert cfg["zero_optimization"]["stage"] == 1 and cfg["data_types"] == {"grad_accum_dtype": "fp32"}
+
+
+def test_user_json_keeps_its_own_data_types_and_auto_takes_the_rule(tmp_path):
+    train = TrainConfig(precision="bf16", gradient_accumulation_steps=4)
+    auto = deepspeed_config(train, world_size=2, micro_batch_per_rank=8, on_gpu=True,
+                            user={"zero_optimization": {"stage": 2}, "data_types": {"grad_accum_dtype": "auto"}})
+    assert auto["data_types"] == {"grad_accum_dtype": "fp32"}
+    own = deepspeed_config(train, world_size=2, micro_batch_per_rank=8, on_gpu=True,
+                           user={"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}})
+    assert "data_types" not in own  # replaced, not merged: the user's file decides
 
 
 def test_user_json_replaces_generated_config_and_auto_takes_generated_values(tmp_path):

@@ -1,4 +1,5 @@
-"""GradCache gives the plain step's loss and gradients, replays dropout, and works under DeepSpeed.
+"""GradCache gives the plain step's loss and gradients, replays dropout, and works under DeepSpeed;
+in bf16 it needs (and the generated config gives) fp32 gradient accumulation.
 
 The 2-rank runs are subprocesses (tests/train/grad_cache_worker.py) on gloo; the single-process
 tests check what only one process can see (RNG replay, the RNG stream afterwards).
@@ -50,6 +51,12 @@ def _run_worker(mode: str, out: Path) -> list[dict]:
     return [torch.load(out / f"{mode}_rank{r}.pt", weights_only=False) for r in range(w.WORLD)]
 
 
+TOL_BF16 = 5.5e-3
+"""Relative RMS distance of GradCache's bf16 update from the plain step's that separates fp32 from bf16
+accumulation of B_BF16 = 128 one-row mini-batches (measured on CPU, ZeRO 1/2/3: fp32 2.6-3.2e-3, about
+the rounding of one bf16 gradient; bf16 9.0e-3, 1.0e-2, 1.1e-2, growing with the number of additions)."""
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
 
@@ -89,6 +96,38 @@ def test_deepspeed_zero0_to_3_with_accumulation_and_checkpointing(tmp_path):
                     assert _rel(got["update"][name], update) < 1e-5, (stage, r, path, name)
     torch.testing.assert_close(ranks[0][(3, "mini3")]["update"]["l1.weight"],
                                ranks[1][(3, "mini3")]["update"]["l1.weight"])  # all-reduced: ranks agree
+
+
+def _flat(update: dict) -> torch.Tensor:
+    return torch.cat([v.flatten() for _, v in sorted(update.items())])
+
+
+def _rms_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_bf16_gradcache_sums_its_mini_batches_in_fp32_and_skipped_steps_are_counted(tmp_path):
+    """bf16, the generated config, ZeRO 1-3 on 2 ranks, one step of mini-batches of one row: with
+    the config's fp32 accumulation GradCache's update is the plain step's up to bf16 rounding of
+    each mini-batch's gradient; without it (DeepSpeed's default: the model dtype) each of the
+    B_BF16 additions rounds the running sum, and the update drifts beyond TOL_BF16. DeepSpeed
+    refuses fp32 accumulation at ZeRO 0 (why the config takes ZeRO 1 there). Steps with NaN
+    gradients are skipped and counted, and a bag of only such steps is refused."""
+    ranks = _run_worker("bf16", tmp_path)
+    for r, res in enumerate(ranks):
+        for stage in (1, 2, 3):
+            plain = _flat(res[(stage, "plain")]["update"])
+            assert plain.abs().max() > 0 and res[(stage, "plain")]["skipped"] == 0
+            fp32 = _rms_rel(_flat(res[(stage, "mini1")]["update"]), plain)
+            bf16 = _rms_rel(_flat(res[(stage, "mini1_bf16_accumulation")]["update"]), plain)
+            print(f"rank {r} ZeRO {stage}: fp32 accumulation {fp32:.2e}, bf16 accumulation {bf16:.2e} "
+                  f"({res[(stage, 'mini1')]['optimizer']})")
+            assert fp32 < TOL_BF16 < bf16, (r, stage, fp32, bf16)
+        assert "unsupported mix" in res["stage0"], res["stage0"]
+        nan = res["nan"]
+        assert nan["moved"] == [False, False, False] and nan["skipped_steps"] == nan["global_steps"] == 3, nan
+        assert nan["error"] == ("NothingTrainedError: bag20: all 3 optimizer steps were skipped (inf/NaN gradients): "
+                                "nothing trained, no export written")
 
 
 def _batch():

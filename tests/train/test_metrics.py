@@ -1,14 +1,20 @@
 """The metrics record and its sinks: the step line reads as it always did, a metric added to the
 record reaches the console's board, the bag's log file and Ray Train without another edit, and a
-record due a checkpoint carries one to Ray Train."""
+record due a checkpoint carries one to Ray Train. Skipped optimizer steps show on the console only
+when there are some, and a bag none of whose steps applied is refused."""
 
 from __future__ import annotations
 
 import io
 import os
 
+import pytest
+
+from boom_ray.errors import BoomError
 from boom_ray.train import metrics
 from boom_ray.train.checkpoint import RayReport
+from boom_ray.train.export import NothingTrainedError, check_steps_applied
+from boom_ray.train.launch import BagResult, summary_table
 from boom_ray.train.metrics import FanOut, log_line
 from boom_ray.train.progress import TRAINING, BagProgress, LiveView, apply, create_board, render_lines
 
@@ -28,6 +34,28 @@ def test_the_console_line_shows_what_its_table_formats(monkeypatch):
     assert render_lines([p], 0.0) == ["bag20  training   step 2/6  loss 1.0000  567 tok/s"]
     monkeypatch.setitem(metrics.CONSOLE, "grad_norm", "|g| {:.2f}")  # showing a metric: one line
     assert render_lines([p], 0.0) == ["bag20  training   step 2/6  loss 1.0000  567 tok/s  |g| 0.50"]
+
+
+def test_skipped_optimizer_steps_reach_the_console_line_and_the_summary_only_when_there_are_some():
+    ok = apply(BagProgress("bag20"), {**RECORD, "skipped_steps": 0}, 0.0)
+    assert render_lines([ok], 0.0) == ["bag20  training   step 2/6  loss 1.0000  567 tok/s"]
+    bad = apply(ok, {"skipped_steps": 2}, 0.0)
+    assert render_lines([bad], 0.0) == ["bag20  training   step 2/6  loss 1.0000  567 tok/s  2 steps skipped"]
+    table = summary_table([BagResult("bag20", "trained", 30, 1000, 0.5, 9.0, skipped_steps=3),
+                           BagResult("bag40", "trained", 30, 1000, 0.5, 9.0, skipped_steps=0),
+                           BagResult("bag60", "skipped", 30, 1000, 0.5, 9.0)])  # an export older than the count
+    assert [ln for ln in table.splitlines() if ln.startswith("  ")] == [
+        "  bag20: 3 of 30 optimizer steps skipped (inf/NaN gradients)"]
+
+
+def test_a_bag_whose_every_optimizer_step_was_skipped_fails_in_one_line_naming_it():
+    check_steps_applied("bag20", 30, 29)  # one step applied: trained
+    check_steps_applied("bag20", 0, 0)  # nothing to do (resumed at its last step): not this error
+    with pytest.raises(NothingTrainedError) as err:
+        check_steps_applied("bag20", 30, 30)
+    assert isinstance(err.value, BoomError) and len(str(err.value).splitlines()) == 1
+    assert str(err.value) == "bag20: all 30 optimizer steps were skipped (inf/NaN gradients): nothing trained, " \
+                             "no export written"
 
 
 def test_the_fan_out_drops_missing_values_and_closes_every_sink():

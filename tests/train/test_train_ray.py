@@ -74,6 +74,7 @@ def test_two_bags_train_at_the_same_time_and_ray_data_is_not_starved(two_bags):
     assert data_finished < min(x["finished"] for x in m.values()), "Ray Data waited for the trainers"
     for bag, x in m.items():
         assert x["steps"] == 30 and x["tokens_seen"] > 0 and x["world_size"] == 1
+        assert x["skipped_steps"] == 0 and two_bags["results"][bag].skipped_steps == 0  # fp32: none to skip
         assert os.path.isfile(os.path.join(two_bags["cfg"].workdir, "models", bag, "model.safetensors"))
 
 

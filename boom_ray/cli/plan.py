@@ -97,7 +97,7 @@ def _train_shape(cfg):
     model = resolve_model_config(cfg.model.name_or_path, cfg.model)
     shape = TrainShape(per_rank, t.group_size, model.max_query_length, model.max_doc_length, precision_of(ds),
                        int(ds.get("zero_optimization", {}).get("stage", 0)), t.num_workers,
-                       t.gradient_checkpointing, t.mini_batch_size)
+                       t.gradient_checkpointing, t.mini_batch_size, accumulation_steps(ds))
     return shape, accumulation_steps(ds)
 
 

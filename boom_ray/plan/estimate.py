@@ -9,7 +9,8 @@ DeepSpeed runs it, boom_ray.train.ds_config.effective_zero_stage):
 
 * weights: P x 2 in bf16/fp16 (P x 4 in fp32); ZeRO-3 keeps 1/N, plus the parameters gathered for
   the layers in flight (the larger of the embedding matrix and two decoder layers);
-* gradients: the same dtype as the weights, 1/N from ZeRO-2 on;
+* gradients: the same dtype as the weights, fp32 where several backward passes are summed per
+  optimizer step under mixed precision (accumulation, GradCache), 1/N from ZeRO-2 on;
 * optimizer: AdamW's two fp32 moments (8 P), plus fp32 master weights (4 P) under mixed
   precision, 1/N from ZeRO-1 on: the ZeRO paper's 16 bytes per parameter in all;
 * activations: what autograd keeps for the backward pass, per token and per decoder layer. The
@@ -136,6 +137,14 @@ class TrainShape:
     world: int
     checkpointing: bool
     mini_batch_size: int | None = None
+    accumulation: int = 1
+    """Micro steps per optimizer step (DeepSpeed's gradient_accumulation_steps)."""
+
+    @property
+    def fp32_gradients(self) -> bool:
+        """Whether gradients are summed in fp32 (train/ds_config.fp32_accumulation: mixed precision
+        with several backward passes per optimizer step, accumulation or GradCache)."""
+        return self.precision != "fp32" and (self.accumulation > 1 or self.mini_batch_size is not None)
 
     def tokens(self, rows: int | None = None) -> int:
         """Padded tokens of `rows` rows (default: the per-rank batch): queries + their passages."""
@@ -163,7 +172,7 @@ def memory_estimate(shape: ModelShape, train: TrainShape) -> MemoryEstimate:
     weights = p * b / (n if stage >= 3 else 1)
     if stage >= 3:
         weights += max(shape.embedding_params, 2 * shape.layer_params) * b
-    grads = p * b / (n if stage >= 2 else 1)
+    grads = p * (4 if train.fp32_gradients else b) / (n if stage >= 2 else 1)
     optimizer = p * (8 + (4 if mixed else 0)) / (n if stage >= 1 else 1)
     rows = min(train.mini_batch_size or train.rows, train.rows)
     seq = max(train.query_len, train.doc_len)

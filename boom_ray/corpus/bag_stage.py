@@ -33,7 +33,7 @@ from boom_ray.corpus import groups as grouping
 from boom_ray.corpus.bagging import BagRequest, FileResult, bag_source_file
 from boom_ray.corpus.bags import PLAN_FILE, bag_dir, read_manifest, read_plan
 from boom_ray.errors import BoomError
-from boom_ray.runtime import storage
+from boom_ray.runtime import disk_space, storage
 from boom_ray.runtime.ray_session import init_ray, own_progress_only
 
 SAMPLING_VERSION = 2
@@ -158,13 +158,18 @@ def run_bagging(cfg: BoomConfig, *, force: bool = False, show_progress: bool = T
     bags_root = posixpath.join(root, "bags")
     out_fs.create_dir(bags_root, recursive=True)
     quarantine_final = posixpath.join(root, "quarantine")
-    with contextlib.ExitStack() as stack:  # staging folders, removed at the end (and after a crash)
+    # a bag's size is known only once written (sampling, validation, compression): no check up
+    # front, but a disk that fills is one line, given once the staging folders are gone
+    with disk_space.disk_full_as_error(posixpath.join(cfg.workdir, "bags"), "the bags") as needed, \
+            contextlib.ExitStack() as stack:  # staging folders, removed at the end (and after a crash)
         def staging(final: str) -> str:
             return stack.enter_context(storage.staging(out_fs, final))
 
         tmp = {name: staging(posixpath.join(bags_root, name)) for name in todo}
         quarantine_tmp = staging(quarantine_final)
         staging_tmp = staging(posixpath.join(bags_root, "staging"))
+        written = [*tmp.values(), quarantine_tmp, staging_tmp]
+        stack.push(lambda _type, exc, _tb: needed.record(exc, out_fs, written))  # before they are removed
         requests = [BagRequest(name, wanted[name], tmp[name]) for name in todo]
         results = _process_files(cfg, files, requests, quarantine_tmp, staging_tmp, show_progress)
         outcome = _finish_quarantine(cfg, out_fs, results, quarantine_tmp, quarantine_final)
@@ -217,38 +222,53 @@ def _run_grouped(cfg: BoomConfig, files: list[corpus_io.SourceFile], source_fp: 
     quarantine_tmp = storage.temp_name(quarantine_final)
     staged = storage.temp_name(posixpath.join(bags_root, "all-tasks"))
     tmp: dict[str, str] = {}
-    try:
-        results = _process_files(cfg, files, [BagRequest("all", 1.0, staged)], quarantine_tmp,
-                                 storage.temp_name(staged), show_progress)
-        outcome = _finish_quarantine(cfg, out_fs, results, quarantine_tmp, quarantine_final)
-        by_task = {r.task: r for r in results}
-        found, ungrouped = _groups_of(cfg, [r.task for r in results if r.kept], staged, out_fs)
-        left_out = {**left_out, **ungrouped,
-                    **{r.task: "no valid rows" for r in results if not r.kept}}
-        for name, tasks in found.items():
-            tmp[name] = storage.temp_name(posixpath.join(bags_root, name))
-            members = [FileResult(**{**by_task[t].__dict__, "selected": {name: by_task[t].kept}}) for t in tasks]
-            for r in members:
-                src = posixpath.join(staged, r.task + ".parquet")
-                dst = posixpath.join(tmp[name], r.task + ".parquet")
-                out_fs.create_dir(posixpath.dirname(dst), recursive=True)
-                out_fs.copy_file(src, dst)
-            manifest = _manifest(cfg, name, None, request | {"group": name}, files, members, left_out)
-            storage.write_json(out_fs, posixpath.join(tmp[name], "manifest.json"), manifest | {"group": tasks})
-        kept = max(1, outcome.kept)
-        weights = {n: sum(by_task[t].kept for t in tasks) / kept for n, tasks in found.items()}
-        for name in found:
-            storage.remove(out_fs, bag_dir(root, name))
-            storage.move_dir(out_fs, tmp[name], bag_dir(root, name))
-            outcome.bags[name] = "written"
-        storage.write_json(out_fs, posixpath.join(bags_root, PLAN_FILE),
-                           {"strategy": cfg.bagging.strategy, "request": request, "bags": found,
-                            "weights": weights, "left_out": left_out,
-                            "rows": {"read": outcome.read, "kept": outcome.kept}})
-        return outcome
-    finally:
-        for path in [*tmp.values(), staged, quarantine_tmp]:
-            storage.remove(out_fs, path)
+    with disk_space.disk_full_as_error(posixpath.join(cfg.workdir, "bags"), "the bags") as needed:
+        try:
+            return _write_grouped(cfg, files, source_fp, left_out, out_fs, request, quarantine_tmp, staged, tmp,
+                                  show_progress)
+        except BaseException as exc:
+            needed.record(exc, out_fs, [*tmp.values(), staged, quarantine_tmp])
+            raise
+        finally:
+            for path in [*tmp.values(), staged, quarantine_tmp]:
+                storage.remove(out_fs, path)
+
+
+def _write_grouped(cfg: BoomConfig, files: list[corpus_io.SourceFile], source_fp: str, left_out: dict[str, str],
+                   out_fs, request: dict, quarantine_tmp: str, staged: str, tmp: dict[str, str],
+                   show_progress: bool) -> BagOutcome:
+    """The body of `_run_grouped`, writing under the staging names it owns (and removes)."""
+    root = storage.resolve(cfg.workdir)[1]
+    bags_root = posixpath.join(root, "bags")
+    quarantine_final = posixpath.join(root, "quarantine")
+    results = _process_files(cfg, files, [BagRequest("all", 1.0, staged)], quarantine_tmp,
+                             storage.temp_name(staged), show_progress)
+    outcome = _finish_quarantine(cfg, out_fs, results, quarantine_tmp, quarantine_final)
+    by_task = {r.task: r for r in results}
+    found, ungrouped = _groups_of(cfg, [r.task for r in results if r.kept], staged, out_fs)
+    left_out = {**left_out, **ungrouped,
+                **{r.task: "no valid rows" for r in results if not r.kept}}
+    for name, tasks in found.items():
+        tmp[name] = storage.temp_name(posixpath.join(bags_root, name))
+        members = [FileResult(**{**by_task[t].__dict__, "selected": {name: by_task[t].kept}}) for t in tasks]
+        for r in members:
+            src = posixpath.join(staged, r.task + ".parquet")
+            dst = posixpath.join(tmp[name], r.task + ".parquet")
+            out_fs.create_dir(posixpath.dirname(dst), recursive=True)
+            out_fs.copy_file(src, dst)
+        manifest = _manifest(cfg, name, None, request | {"group": name}, files, members, left_out)
+        storage.write_json(out_fs, posixpath.join(tmp[name], "manifest.json"), manifest | {"group": tasks})
+    kept = max(1, outcome.kept)
+    weights = {n: sum(by_task[t].kept for t in tasks) / kept for n, tasks in found.items()}
+    for name in found:
+        storage.remove(out_fs, bag_dir(root, name))
+        storage.move_dir(out_fs, tmp[name], bag_dir(root, name))
+        outcome.bags[name] = "written"
+    storage.write_json(out_fs, posixpath.join(bags_root, PLAN_FILE),
+                       {"strategy": cfg.bagging.strategy, "request": request, "bags": found,
+                        "weights": weights, "left_out": left_out,
+                        "rows": {"read": outcome.read, "kept": outcome.kept}})
+    return outcome
 
 
 def _finish_quarantine(cfg: BoomConfig, out_fs, results: list[FileResult], quarantine_tmp: str,

@@ -36,7 +36,7 @@ from boom_ray.errors import BoomError
 from boom_ray.merge import driver
 from boom_ray.merge.blocks import Workers, default_threads, worker_pool
 from boom_ray.merge.io import (FLOAT_DTYPES, OUTPUT_DTYPES, STORAGE, OutTensor, ShardedWriter, TensorLoc,
-                               TensorReader, Window, index_model, itemsize)
+                               TensorReader, Window, index_model, itemsize, planned_file_sizes)
 from boom_ray.merge.methods import Method, Settings, TensorState
 from boom_ray.merge.methods.params import layer_positions
 
@@ -169,9 +169,16 @@ class StreamingMerge:
             total += reads * self.rows * loc.nbytes
         return total
 
+    def out_tensors(self) -> list[OutTensor]:
+        return [OutTensor(name, self.out_dtype(loc), loc.shape) for name, loc in self.ref.items()]
+
+    def output_file_sizes(self) -> list[int]:
+        """Bytes of each file `run` will write, known before it writes any (the free-space check)."""
+        return planned_file_sizes(self.out_tensors(), self.max_shard_size)
+
     def run(self, out_dir: str) -> dict[str, Any]:
         """Merge every tensor into `out_dir`; returns a summary (tensors, bytes, shards)."""
-        out_tensors = [OutTensor(name, self.out_dtype(loc), loc.shape) for name, loc in self.ref.items()]
+        out_tensors = self.out_tensors()
         writer = ShardedWriter(out_dir, out_tensors, self.max_shard_size)
         bar = tqdm(total=self.total_read_bytes(), unit="B", unit_scale=True, unit_divisor=1024,
                    desc=f"merge ({self.method.name})", disable=not self.progress, mininterval=1.0)

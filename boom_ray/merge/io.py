@@ -286,6 +286,29 @@ def plan_shards(tensors: list[OutTensor], max_shard_size: int) -> list[list[OutT
     return shards
 
 
+def _shard_header(shard: list[OutTensor]) -> tuple[dict, bytes, int]:
+    """(header, its bytes padded to 8, data bytes) of one shard."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in shard:
+        header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    return header, blob + b" " * (-len(blob) % 8), offset
+
+
+def planned_file_sizes(tensors: list[OutTensor], max_shard_size: int) -> list[int]:
+    """Bytes of every file `ShardedWriter` will write (shards, and the index of several), known
+    before the first byte is written, for the free-space check."""
+    shards = plan_shards(tensors, max_shard_size)
+    sizes = [8 + len(blob) + data for blob, data in (_shard_header(s)[1:] for s in shards)]
+    if len(shards) > 1:  # the index: every name and its shard's file name, as `close` writes it
+        names = {t.name: "model-00000-of-00000.safetensors" for t in tensors}
+        index = {"metadata": {"total_size": sum(sizes)}, "weight_map": names}
+        sizes.append(len(json.dumps(index, indent=2)))
+    return sizes
+
+
 class ShardedWriter:
     """Writes a safetensors checkpoint whose layout is fixed up front, so each tensor (or slice of
     one) can be written the moment it is merged, in any order, with no buffering of a shard.
@@ -304,13 +327,7 @@ class ShardedWriter:
         self.weight_map: dict[str, str] = {}
         self.total_size = 0
         for fname, shard in zip(self.files, shards):
-            header: dict = {"__metadata__": {"format": "pt"}}
-            offset = 0
-            for t in shard:
-                header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
-                offset += t.nbytes
-            blob = json.dumps(header, separators=(",", ":")).encode()
-            blob += b" " * (-len(blob) % 8)
+            header, blob, offset = _shard_header(shard)
             fd = os.open(os.path.join(out_dir, fname), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             self._fds.append(fd)
             os.write(fd, struct.pack("<Q", len(blob)) + blob)

@@ -185,6 +185,10 @@ class ModuleMerges:
                 jobs[module] = StreamingMerge(sub, memory_budget, ONE_FILE, progress=progress, threads=threads)
         return cls(jobs)
 
+    def output_file_sizes(self) -> list[int]:
+        """Bytes of every weight file `run` will write (the free-space check)."""
+        return [size for job in self.jobs.values() for size in job.output_file_sizes()]
+
     def run(self, out_dir: str, summary: dict[str, Any]) -> dict[str, Any]:
         """Merge every module into `out_dir/<module>/`; returns `summary` (the top-level merge's)
         with the modules' tensors and bytes added and `modules` listing them."""

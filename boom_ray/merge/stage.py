@@ -16,6 +16,7 @@ from boom_ray.merge.request import (MANIFEST, MergeRequest, ModelInput,
                                     manifest_key_for, request_key, validated)
 from boom_ray.merge.task import MergeOutputExists, submit_merge
 from boom_ray.runtime import storage
+from boom_ray.runtime.disk_space import DiskFullError
 from boom_ray.runtime.ray_session import init_ray
 
 
@@ -88,7 +89,11 @@ def run_merges(cfg: BoomConfig, *, force: bool = False) -> list[dict[str, Any]]:
 
         init_ray(cfg.ray)
         refs = [submit_merge(request, out, cfg.merge, force=True) for out, request in todo]
-        for (out, _), manifest in zip(todo, ray.get(refs)):
+        try:
+            manifests = ray.get(refs)
+        except DiskFullError as exc:  # Ray's wrapper, whose text is the task's traceback: its one line
+            raise DiskFullError(str(getattr(exc, "cause", None) or exc)) from None
+        for (out, _), manifest in zip(todo, manifests):
             results[out] = manifest
     return [results[out] for out, _ in requests]
 

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pyarrow.fs as pafs
 
-from boom_ray.runtime import storage
+from boom_ray.runtime import disk_space, storage
 from boom_ray.config import MergeConfig
 from boom_ray.merge.executor import LocalInputs, MergeError, StreamingMerge, output_dtype_name
-from boom_ray.merge.files import copy_model_files
+from boom_ray.merge.files import copy_model_files, model_file_sizes
 from boom_ray.merge.modules import ModuleMerges
 from boom_ray.merge.request import MANIFEST, MergeRequest, build_manifest, fingerprint, validated
 from boom_ray.cards.write import write_merge_card
@@ -75,7 +75,13 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
         modules = ModuleMerges.plan(inputs, files_from, cfg.memory_budget, cfg.threads, stack, progress)
         fingerprints = {uri: fingerprint(local) for uri, local in cache.items()}
         local_out = isinstance(out_fs, pafs.LocalFileSystem)
-        with storage.staged_dir(out_fs, out_path) as staged:
+        # the local disk that gets the bytes: the output's own, or the temporary build of a remote one
+        space_at, what = (out, "the merge output") if local_out else (tempfile.gettempdir(), f"the local build of {out}")
+        needed = output_bytes(job, modules, files_from)
+        disk_space.check_free_space(space_at, needed, what)
+        # outside staged_dir: a disk that fills anyway is reported once the partial output is gone
+        with disk_space.disk_full_as_error(space_at, what, needed), \
+                storage.staged_dir(out_fs, out_path) as staged:
             build = staged if local_out else stack.enter_context(tempfile.TemporaryDirectory(prefix="boom-merge-out-"))
             summary = modules.run(build, job.run(build))
             copy_model_files(files_from, build, request.dtype)
@@ -85,6 +91,18 @@ def merge(request: MergeRequest, out: str, cfg: MergeConfig | None = None, *, fo
             if not local_out:
                 pafs.copy_files(build, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=out_fs)
     return manifest
+
+
+SMALL_FILES = 64 << 10
+"""Room for what a merge writes besides the weights and the copied files: the model card, the
+manifest, the staging owner file (a few KiB each)."""
+
+
+def output_bytes(job: StreamingMerge, modules: ModuleMerges, files_from: str) -> int:
+    """Disk bytes of a merge's output, known before any is written: every weight file (the top
+    level's and the modules'), the files copied from `files_from`, and the small ones."""
+    sizes = job.output_file_sizes() + modules.output_file_sizes() + model_file_sizes(files_from)
+    return disk_space.allocated(sizes) + SMALL_FILES
 
 
 @functools.cache

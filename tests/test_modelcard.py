@@ -13,6 +13,7 @@ from boom_ray.cli import main as boom
 from boom_ray.merge.request import MergeRequest, ModelInput, from_mergekit
 from boom_ray.merge.task import merge
 from boom_ray.cards import build as card
+from boom_ray.cards.evaluated import add_results
 from tests.merge.conftest import make_model
 
 RESULTS = {"suites": [
@@ -69,6 +70,8 @@ def test_merge_card_yaml_reproduces_the_merge_bit_for_bit(tmp_path, monkeypatch,
     inputs = []
     for seed, (bag, weight) in enumerate([("bag20", 0.2), ("bag60", 0.6), ("bag100", 1.0)]):
         path = make_model(tmp_path / "models" / bag, seed)
+        if bag != "bag60":  # the inputs' own cards name the corpus (one of them twice), the merge's card too
+            (path / "README.md").write_text("---\ndatasets:\n- data/corpus\n---\n# " + bag + "\n")
         (path / "boom_train.json").write_text(json.dumps({"bag": bag, "data": {"rows": {"selected": 100 * (seed + 1)}},
                                                           "request": {"model": {"name_or_path": "Qwen/Qwen3-4B"}}}))
         inputs.append(ModelInput(f"models/{bag}", {"weight": weight}))
@@ -78,6 +81,7 @@ def test_merge_card_yaml_reproduces_the_merge_bit_for_bit(tmp_path, monkeypatch,
     text = (tmp_path / "merges" / "m" / "README.md").read_text()
     mc = ModelCard(text)
     assert mc.data.base_model == "Qwen/Qwen3-4B" and "merge" in mc.data.tags and method in mc.data.tags
+    assert mc.data.datasets == ["data/corpus"]
     assert "| `" + str(tmp_path / "models" / "bag60") + "` | bag60 | 200 | 0.6 | 0.333 |" in mc.text
     config = tmp_path / "elsewhere" / "mergekit.yaml"
     config.parent.mkdir()
@@ -107,3 +111,31 @@ def test_update_card_names_the_lineage():
     assert "weights 2.8 (current) and 4.3 (update)" in mc.text and len(mc.data.eval_results) == 5
     cfg = yaml.safe_load(card.mergekit_yaml_from_card(text))
     assert cfg["tokenizer_source"] == "/m/current" and [m["parameters"]["weight"] for m in cfg["models"]] == [2.8, 4.3]
+
+
+def test_evaluation_puts_results_on_the_card_once(tmp_path):
+    """After the run evaluates a model, its card carries one model-index result per suite (the main
+    score) and names the corpus; evaluating again replaces those results, never duplicates them."""
+    model = tmp_path / "models" / "bag40"
+    model.mkdir(parents=True)
+    (model / "README.md").write_text(card.export_card(
+        name="bag40", bag="bag40", base_model="/local/m", base_hub_id=None, corpus="unknown", bag_manifest=None,
+        model_settings={}, train_settings={}, training={}, prompts={}, model_ref=str(model)))
+    assert add_results(str(model), RESULTS, corpus="data/corpus")
+    mc = ModelCard.load(model / "README.md")
+    assert mc.data.datasets == ["data/corpus"] and mc.data.model_name == "bag40"
+    assert [(r.task_type, r.dataset_name, r.metric_type, r.metric_value) for r in mc.data.eval_results] == [
+        ("Retrieval", "defs", "ndcg_at_10", 0.61234), ("STS", "verbs_sts", "spearman", 0.4)]
+    assert "| defs | retrieval | in | ndcg@10 | 0.6123 |" in mc.text and "Not evaluated" not in mc.text
+    assert not add_results(str(model), RESULTS, corpus="data/corpus")  # the same results: the card is unchanged
+    again = {**RESULTS, "suites": [{**RESULTS["suites"][0], "main": 0.7}]}  # re-evaluated: replaced, not added
+    assert add_results(str(model), again, corpus="elsewhere")
+    mc = ModelCard.load(model / "README.md")
+    assert [(r.dataset_name, r.metric_value) for r in mc.data.eval_results] == [("defs", 0.7), ("verbs_sts", 0.4)]
+    assert mc.data.datasets == ["data/corpus"] and mc.text.count("## Evaluation") == 1
+    # a card boom-ray did not write (a base model's) and a folder without one are left alone
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "README.md").write_text("---\ntags:\n- sentence-transformers\n---\n# base\n")
+    assert not add_results(str(base), RESULTS, corpus="data/corpus") and not add_results(str(tmp_path), RESULTS)
+    assert (base / "README.md").read_text() == "---\ntags:\n- sentence-transformers\n---\n# base\n"

@@ -1,7 +1,8 @@
 """Model cards: the README.md of every export, merge and update output, in the Hugging Face /
 sentence-transformers style (YAML front matter that `huggingface_hub.ModelCard` reads, then
 Markdown). Pure: every function builds text from dicts; the write sites (train/export.py,
-merge/task.py, update.py) gather the dicts and write the file.
+merge/task.py, update.py) gather the dicts and write the file, and `evaluated` adds the scores
+once the run has evaluated the model.
 
 A merge card carries the merge as a mergekit YAML: `boom merge mergekit.yaml --out DIR` with that
 YAML (`mergekit_yaml_from_card` extracts it) reproduces the merged tensors bit for bit.
@@ -29,7 +30,8 @@ def hub_id(ref: str | None, is_local: bool) -> str | None:
     return ref if not is_local and "://" not in ref and _HUB_ID.match(ref) else None
 
 
-def _metric_name(name: str) -> str:
+def metric_id(name: str) -> str:
+    """A metric's `model-index` type: ndcg@10 -> ndcg_at_10 (the names mteb and the Hub use)."""
     return re.sub(r"@(\d+)$", r"_at_\1", name)
 
 
@@ -39,13 +41,24 @@ def model_index(name: str, results: dict[str, Any] | None) -> list[dict[str, Any
         return []
     entries = []
     for s in results["suites"]:
-        metrics = [{"type": _metric_name(s["main_metric"]), "value": round(float(s["main"]), 6), "name": s["main_metric"]}]
-        metrics += [{"type": _metric_name(k), "value": round(float(v), 6), "name": k} for k, v in s["metrics"].items()
+        metrics = [{"type": metric_id(s["main_metric"]), "value": round(float(s["main"]), 6), "name": s["main_metric"]}]
+        metrics += [{"type": metric_id(k), "value": round(float(v), 6), "name": k} for k, v in s["metrics"].items()
                     if isinstance(v, float) and k != s["main_metric"]]
         entries.append({"task": {"type": TASK_TYPES.get(s["type"], s["type"])},
                         "dataset": {"name": s["name"], "type": s["name"], "split": "test",
                                     "config": f"domain-{s['domain']}"}, "metrics": metrics})
     return [{"name": name, "results": entries}]
+
+
+def front_matter_of(text: str) -> dict[str, Any]:
+    """The YAML front matter of a card as a dict ({} without one); plain YAML, so the merge path
+    reads its inputs' cards without importing huggingface_hub."""
+    match = re.match(r"^---\r?\n(.*?)\r?\n---\r?\n", text, re.S)
+    try:
+        meta = yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError:  # someone else's broken card: no metadata, not a failed card of ours
+        meta = None
+    return meta if isinstance(meta, dict) else {}
 
 
 def front_matter(*, base_model: str | list[str] | None, tags: Sequence[str], datasets: Sequence[str],
@@ -116,7 +129,8 @@ def data_section(bag_manifest: dict[str, Any] | None) -> str:
     return "\n".join(text) + "\n\n" + table
 
 
-def _results_section(results: dict[str, Any] | None) -> str:
+def results_section(results: dict[str, Any] | None) -> str:
+    """The body's Evaluation table (or the note that none was made), rewritten once the run evaluates."""
     if not results or not results.get("suites"):
         return ("Not evaluated when this card was written; `boom report` scores every model of a run "
                 "(`report.md`, and mteb TaskResult files under `mteb_results/`).")
@@ -146,7 +160,7 @@ def export_card(*, name: str, bag: str, base_model: str, base_hub_id: str | None
         "## Training", "",
         trained, "", settings_table({**{f"model.{k}": v for k, v in model_settings.items()},
                             **{f"train.{k}": v for k, v in train_settings.items()}}), "",
-        "## Evaluation", "", _results_section(results), ""]
+        "## Evaluation", "", results_section(results), ""]
     return front_matter(base_model=base_hub_id, tags=["bagging", "contrastive"], datasets=[corpus], name=name,
                         results=results, relation="finetune") + "\n" + "\n".join(body)
 
@@ -223,7 +237,7 @@ def merge_card(*, name: str, request: dict[str, Any], inputs: Sequence[dict[str,
         "tensors bit for bit:", "",
         mergekit_block(request, settings), "",
         "## Usage", "", usage(model_ref, prompts), "",
-        "## Evaluation", "", _results_section(results), ""]
+        "## Evaluation", "", results_section(results), ""]
     return front_matter(base_model=base_hub_id, tags=[*tags, method], datasets=datasets, name=name,
                         results=results, relation="merge" if base_hub_id else None) + "\n" + "\n".join(body)
 

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 README = "README.md"
 TRAIN_MANIFEST = "boom_train.json"
+UNKNOWN = "unknown"
+"""The corpus an export card names when its bag manifest was not readable."""
 
 
 def _is_local(ref: str) -> bool:
@@ -62,7 +64,7 @@ def write_export_card(local_dir: str, *, bag: str, final: str, manifest: dict[st
         text = card.export_card(
             name=posixpath.basename(final.rstrip("/")) or bag, bag=bag, base_model=base,
             base_hub_id=card.hub_id(base, _is_local(base)),
-            corpus=str(((bag_manifest or {}).get("source") or {}).get("path") or "unknown"),
+            corpus=str(((bag_manifest or {}).get("source") or {}).get("path") or UNKNOWN),
             bag_manifest=bag_manifest, model_settings={k: v for k, v in model.items() if k != "name_or_path"},
             train_settings=train, training=manifest, prompts=read_prompts(fs, local_dir), model_ref=final)
         write_text(fs, os.path.join(local_dir, README), text)
@@ -75,6 +77,20 @@ def _input_info(fs, local_dir: str) -> dict[str, Any]:
     rows = ((m.get("data") or {}).get("rows") or {}).get("selected")
     base = ((m.get("request") or {}).get("model") or {}).get("name_or_path")
     return {"bag": m.get("bag"), "rows": rows, "base": base}
+
+
+def input_datasets(fs, local_dirs: list[str]) -> list[str]:
+    """The corpora named by the input models' own cards, in order and once each: a merge of bags
+    was trained on their corpus, which only their export cards (from the bag manifests) record."""
+    names: list[str] = []
+    for d in local_dirs:
+        path = posixpath.join(d, README)
+        if not storage.exists(fs, path):
+            continue
+        with fs.open_input_stream(path) as f:
+            meta = card.front_matter_of(f.read().decode(errors="replace"))
+        names += [str(n) for n in meta.get("datasets") or [] if str(n) not in names and n != UNKNOWN]
+    return names
 
 
 def merge_request_dict(request) -> dict[str, Any]:
@@ -96,7 +112,8 @@ def merge_settings(cfg) -> dict[str, Any]:
 def merge_card_text(request, local_inputs: dict[str, str], build_dir: str, out: str, cfg=None, *,
                     update: dict[str, Any] | None = None, results: dict[str, Any] | None = None) -> str:
     fs = pafs.LocalFileSystem()
-    infos = [_input_info(fs, local_inputs.get(m.path, m.path)) for m in request.models]
+    local_dirs = [local_inputs.get(m.path, m.path) for m in request.models]
+    infos = [_input_info(fs, d) for d in local_dirs]
     base = next((i["base"] for i in infos if i.get("base")), None)
     if update is not None:  # the current model is the base of the lineage
         base = update["lineage"]["current_model"]["path"]
@@ -106,7 +123,7 @@ def merge_card_text(request, local_inputs: dict[str, str], build_dir: str, out: 
     name = posixpath.basename(out.rstrip("/"))
     if update is not None:
         return card.update_card(name=name, lineage=update["lineage"], data=update["data"], **common)
-    return card.merge_card(name=name, **common)
+    return card.merge_card(name=name, datasets=input_datasets(fs, local_dirs), **common)
 
 
 def write_merge_card(request, local_inputs: dict[str, str], build_dir: str, out: str, cfg=None) -> None:

@@ -8,6 +8,8 @@ and `<workdir>/mteb_results/<model key>/<suite>.json` (mteb TaskResult layout). 
 results are cached in `<workdir>/eval/<key>.json` with a fingerprint of the model folder (file
 names, sizes, modification times) and of the evaluation (suite files, domains, instructions,
 prompt settings), so re-running the report after adding one merge evaluates only that merge.
+Once evaluated, a bag's or merge's own model card (README.md) carries its scores
+(`boom_ray.cards.evaluated`); the base model's card is never touched.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from boom_ray.cards.evaluated import add_results
 from boom_ray.config import BoomConfig
 from boom_ray.corpus.bags import run_bags
 from boom_ray.errors import BoomError
@@ -146,18 +149,23 @@ def evaluate_run_with_variants(cfg: BoomConfig, force: bool = False
                 write_json(fs, cache, cached)
         if current(cached):
             log.info("%s: cached results are current", model.key)
-            out[model.key], variants[model.key] = cached["results"], cached.get("prompt_variants", {})
-            continue
-        print(f"evaluating {model.label} ({model.path})")
-        model_cfg = cfg.model if model.kind == "base" else None
-        results = evaluate_model(model.path, suites, cfg.eval, model_cfg=model_cfg, show_progress=True)
-        extra = prompt_variants(model, suites, results, cfg, model_cfg)
-        doc = {"model": model.path, "fingerprint": fp, "eval_fingerprint": eval_fp,
-               "results": results, "prompt_variants": extra}
-        write_json(fs, cache, doc)
-        if shared is not None:
-            write_json(*shared, doc)
-        out[model.key], variants[model.key] = results, extra
+            doc, fresh = cached, False
+        else:
+            print(f"evaluating {model.label} ({model.path})")
+            model_cfg = cfg.model if model.kind == "base" else None
+            results = evaluate_model(model.path, suites, cfg.eval, model_cfg=model_cfg, show_progress=True)
+            doc = {"model": model.path, "fingerprint": fp, "eval_fingerprint": eval_fp,
+                   "results": results, "prompt_variants": prompt_variants(model, suites, results, cfg, model_cfg)}
+            fresh = True
+        if model.kind != "base" and add_results(model.path, doc["results"], corpus=cfg.corpus.path):
+            # the card is ours, not the model: fingerprint the folder again so the cache stays current
+            doc, fresh = {**doc, "fingerprint": model_fingerprint(model.path)}, True
+        if fresh:
+            write_json(fs, cache, doc)
+            shared = shared_cache_path(cfg, model, doc["fingerprint"], eval_fp)
+            if shared is not None:
+                write_json(*shared, doc)
+        out[model.key], variants[model.key] = doc["results"], doc.get("prompt_variants", {})
     return out, variants
 
 

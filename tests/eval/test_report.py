@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import yaml
 
+from boom_ray.cards import build as card
 from boom_ray.cli import main as boom
 from boom_ray.config import validate_config
 from boom_ray.eval.report import write_report
@@ -19,6 +21,9 @@ def _run(tmp_path, kit, minilm_path, tiny_qwen3_path):
     work = tmp_path / "work"
     shutil.copytree(minilm_path, work / "models" / "bag20")  # bag100 was never trained: left out
     shutil.copytree(tiny_qwen3_path, work / "merges" / "ms")
+    for folder in (work / "models" / "bag20", work / "merges" / "ms"):  # the cards an export and a merge write
+        (folder / "README.md").write_text(card.front_matter(base_model=None, tags=[], datasets=[], name=folder.name,
+                                                            results=None) + "\n# " + folder.name + "\n")
     data = {"workdir": str(work), "corpus": {"path": str(tmp_path / "corpus")},
             "model": {"name_or_path": str(tiny_qwen3_path)},
             "bagging": {"ratios": [0.2, 1.0]}, "merge": {"merges": [{"name": "ms"}, {"name": "never_run"}]},
@@ -46,6 +51,16 @@ def test_report_cli_table_chart_and_cache(ray_session, tmp_path, kit, minilm_pat
     caches = {p.name: p.stat().st_mtime_ns for p in (work / "eval").iterdir()}
     assert set(caches) == {"base.json", "bag20.json", "merge-ms.json"}
     assert not [p for p in work.iterdir() if ".tmp-" in p.name]
+    # the bag's and the merge's cards now carry their scores and name the corpus; the base's is untouched
+    from huggingface_hub import ModelCard
+
+    for key, folder in (("bag20", work / "models" / "bag20"), ("merge-ms", work / "merges" / "ms")):
+        mc = ModelCard.load(folder / "README.md")
+        scores = json.loads((work / "eval" / f"{key}.json").read_text())["results"]["suites"]
+        assert mc.data.datasets == [str(tmp_path / "corpus")]
+        assert [(r.dataset_name, r.metric_type, r.metric_value) for r in mc.data.eval_results] == [
+            (s["name"], s["main_metric"].replace("@", "_at_"), round(s["main"], 6)) for s in scores]
+    assert not (tiny_qwen3_path / "README.md").exists() or "model-index" not in (tiny_qwen3_path / "README.md").read_text()
 
     # Unchanged models are not evaluated again; a rewritten model is.
     cfg = validate_config(data)

@@ -185,6 +185,12 @@ def test_two_repeats_end_to_end_with_a_failed_repeat_then_a_resumed_rerun(ray_se
     run0 = json.loads((work / "repeat-0" / "run.json").read_text())
     assert {s["status"] for s in run0["stages"].values()} == {"done"}
     assert (work / "repeat-0" / "report.md").exists() and (work / "repeat-0" / "eval" / "base.json").exists()
+    from huggingface_hub import ModelCard
+
+    for model in ("models/bag50", "merges/multislerp"):  # evaluated models' cards carry their scores
+        card = ModelCard.load(work / "repeat-0" / model / "README.md").data
+        assert sorted(r.dataset_name for r in card.eval_results) == ["ret", "sts"], model
+        assert card.datasets and card.datasets != ["unknown"], model
     assert sorted(p.name.split("-")[0] for p in (work / "eval-cache").iterdir()) == ["bag100", "bag50", "base", "merge"]
 
     (work / "repeat-1" / "bags").unlink()

@@ -22,10 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import ray.train
-import torch
 
 from boom_ray.train.metrics import MetricsSink, Record
-from boom_ray.train.rng import restore_rng_states, rng_states
+from boom_ray.train.rng import load_rng_states, save_rng_states
 from boom_ray.train.runs import STATE_FILE
 
 DS_TAG = "ds"
@@ -60,7 +59,7 @@ def save_checkpoint(engine, state: TrainState, folder: str) -> None:
     rank 0 the TrainState. Collective under ZeRO: every rank calls it."""
     rank = ray.train.get_context().get_world_rank()
     engine.save_checkpoint(folder, tag=DS_TAG)
-    torch.save(rng_states(), os.path.join(folder, f"rng_rank{rank}.pt"))
+    save_rng_states(folder, rank)
     if rank == 0:
         with open(os.path.join(folder, STATE_FILE), "w") as f:
             json.dump(asdict(state), f)
@@ -71,11 +70,7 @@ def read_state_and_rng(path: str, rank: int) -> tuple[TrainState, bool]:
     now restored)."""
     with open(os.path.join(path, STATE_FILE)) as f:
         state = TrainState(**json.load(f))
-    rng_file = os.path.join(path, f"rng_rank{rank}.pt")
-    if not os.path.exists(rng_file):
-        return state, False
-    restore_rng_states(torch.load(rng_file, weights_only=False))
-    return state, True
+    return state, load_rng_states(path, rank)
 
 
 def load_checkpoint(engine, checkpoint: ray.train.Checkpoint) -> TrainState:

@@ -57,7 +57,7 @@ class Neighbours:
 
     def of(self, text: str, k: int) -> list[Entry]:
         score: dict[int, float] = defaultdict(float)
-        for w in tokens(text):
+        for w in sorted(tokens(text)):  # sorted: a float sum in set order depends on the hash seed
             for i in self.index.get(w, ()) if w in self.idf else ():
                 score[i] += self.idf[w]
         best = sorted(score, key=lambda i: (-score[i], i))
